@@ -1,0 +1,279 @@
+"""The `exaprov` command: parse flags, call one Deployment method, render the result.
+
+Kept thin and light: boto3, pydantic and the steps are imported inside the
+commands that need them, so `exaprov --help` starts at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exaprov import __version__
+from exaprov.errors import ExaprovError
+
+EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags every deployment command takes, after its name."""
+    options = [
+        click.option("--config", "config_path", type=click.Path(path_type=Path),
+                     default=Path("exaprov.yaml"), show_default=True,
+                     help="The deployment's config file."),
+        click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
+                     help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
+                          "with --sandbox]."),
+        click.option("--region", default=None, help="AWS region (overrides the config)."),
+        click.option("--profile", default=None, help="AWS profile from ~/.aws."),
+        click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
+                     help="An AWS-compatible endpoint (e.g. a local emulator)."),
+        click.option("--sandbox", is_flag=True,
+                     help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
+        click.option("-v", "--verbose", is_flag=True, help="Log retries and waits."),
+        click.option("--debug", is_flag=True, help="Log every AWS call; tracebacks on errors."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def output_option(*choices: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option("--output", "-o", type=click.Choice(list(choices)), default=choices[0],
+                        show_default=True, help="How to print the result.")
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn exaprov's errors into one message and an exit code; never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        _setup_logging(kwargs.get("verbose", False), debug)
+        try:
+            return func(*args, **kwargs)
+        except ExaprovError as exc:
+            if debug:
+                logging.getLogger("exaprov").exception("error")
+            _print_error(exc)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
+                       "command again to continue.", err=True)
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)  # worker threads may sit in an AWS call: do not join
+
+    return wrapper
+
+
+def _print_error(exc: ExaprovError) -> None:
+    click.secho("error: ", fg="red", bold=True, err=True, nl=False)
+    click.echo(exc.message, err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def _setup_logging(verbose: bool, debug: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    if not debug:
+        logging.getLogger("botocore").setLevel(logging.WARNING)
+    if verbose or debug:
+        # botocore logs each retry it makes (throttling, 5xx) at DEBUG on this logger.
+        logging.getLogger("botocore.retries").setLevel(logging.DEBUG)
+
+
+def _deployment(kw: dict[str, Any]) -> Any:
+    from exaprov.deployment import Deployment, Target
+
+    return Deployment(Target(config_path=kw["config_path"], state_path=kw["state_path"],
+                             region=kw["region"], profile=kw["profile"],
+                             endpoint_url=kw["endpoint_url"], sandbox=kw["sandbox"]))
+
+
+def _finish(result: Any, verb: str) -> None:
+    from exaprov import render
+
+    render.print_run_summary(result, verb)
+    if result.cancelled:
+        click.echo("Interrupted: running steps were recorded and the state saved. "
+                   f"Run `exaprov {verb}` again to continue.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if result.failed:
+        for outcome in result.failed:
+            _print_error(outcome.error)
+        skipped = [n for n, o in result.outcomes.items() if o.status == "skipped"]
+        if skipped:
+            click.echo(f"not started: {', '.join(skipped)}", err=True)
+        click.echo(f"Everything done so far is recorded; run `exaprov {verb}` again to "
+                   "continue.", err=True)
+        sys.exit(max(o.error.exit_code for o in result.failed if o.error))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="exaprov")
+def main() -> None:
+    """Provision, and keep converged, the AWS infrastructure of an ExaDeploy system."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              default=Path("exaprov.yaml"), show_default=True)
+@click.option("--name", default="example", show_default=True, help="The deployment's name.")
+@click.option("--region", default="us-west-1", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@handle_errors
+def init(config_path: Path, name: str, region: str, force: bool) -> None:
+    """Write a config file with every key, its default and a comment."""
+    from exaprov.config import parse_config
+    from exaprov.config_template import render_config
+
+    parse_config({"name": name, "region": region}, source="--name/--region")
+    if config_path.exists() and not force:
+        click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
+        return
+    config_path.write_text(render_config(name=name, region=region))
+    click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
+
+
+@main.command()
+@target_options
+@output_option("table", "json")
+@handle_errors
+def plan(output: str, **kw: Any) -> None:
+    """Show what `up` would create, change or delete (read-only)."""
+    from exaprov import render
+
+    result = _deployment(kw).plan()
+    _fail_if_failed(result)
+    if output == "json":
+        render.print_json({"changes": render.changes_json(result.changes),
+                           "summary": render.change_counts(result.changes)})
+    else:
+        render.print_plan(result.changes)
+
+
+@main.command()
+@target_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting anything.")
+@handle_errors
+def up(yes: bool, **kw: Any) -> None:
+    """Create what is missing, repair drift, apply config changes."""
+    from exaprov import render
+
+    deployment = _deployment(kw)
+    confirm = (lambda question: True) if yes else _confirm
+    with render.ProgressReporter() as reporter:
+        result = deployment.up(reporter=reporter, confirm=confirm)
+    _finish(result, "up")
+
+
+@main.command()
+@target_options
+@output_option("table", "json")
+@handle_errors
+def status(output: str, **kw: Any) -> None:
+    """Every resource: its ID, live state in AWS, and drift from state and config."""
+    from exaprov import render
+
+    result = _deployment(kw).plan()
+    _fail_if_failed(result)
+    if output == "json":
+        rows = render.observed_json(result.observed)
+        render.print_json({"resources": rows, "changes": render.changes_json(result.changes),
+                           "in_sync": not result.changes})
+    else:
+        render.print_status(result.observed)
+        click.echo("In sync." if not result.changes else
+                   f"Out of sync: {render.summary_line(result.changes)} (`exaprov up` fixes it).",
+                   err=True)
+
+
+@main.command()
+@target_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def destroy(yes: bool, **kw: Any) -> None:
+    """Delete everything the deployment created, dependants first."""
+    from exaprov import render
+
+    deployment = _deployment(kw)
+    if not yes and not _confirm(f"Delete every resource of deployment "
+                                f"{deployment.cfg.name!r} in {deployment.cfg.region}?"):
+        click.echo("Nothing deleted.", err=True)
+        sys.exit(EXIT_INPUT)
+    with render.ProgressReporter() as reporter:
+        result = deployment.destroy(reporter=reporter)
+    _finish(result, "destroy")
+
+
+@main.command()
+@target_options
+@output_option("table", "json")
+@handle_errors
+def outputs(output: str, **kw: Any) -> None:
+    """The deployment's recorded outputs (IDs the ExaDeploy deployment needs)."""
+    from exaprov import render
+
+    values = _deployment(kw).outputs()
+    if output == "json":
+        render.print_json(values)
+        return
+    for step, items in values.items():
+        for key, value in items.items():
+            render.out.print(f"{step}.{key} = {value}", markup=False)
+
+
+@main.group()
+def sandbox() -> None:
+    """The local AWS emulator behind --sandbox."""
+
+
+@sandbox.command("status")
+@output_option("table", "json")
+@handle_errors
+def sandbox_status(output: str) -> None:
+    """Is the emulator running, and where."""
+    from exaprov import render, sandbox as sb
+
+    info = sb.status()
+    if output == "json":
+        render.print_json(info or {"running": False})
+    elif info is None:
+        click.echo("No sandbox emulator.")
+    else:
+        state = "running" if info.get("running") else "not answering"
+        click.echo(f"Sandbox emulator {state}: pid {info.get('pid')}, {info.get('endpoint')}")
+
+
+@sandbox.command("stop")
+@handle_errors
+def sandbox_stop() -> None:
+    """Stop the emulator (everything in it is forgotten)."""
+    from exaprov import sandbox as sb
+
+    click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        from exaprov.errors import InputError
+
+        raise InputError(f"{question} — no terminal to ask on", hint="pass --yes to confirm")
+    return click.confirm(question, default=False, err=True)
+
+
+def _fail_if_failed(result: Any) -> None:
+    failed = [o for o in result.outcomes.values() if o.error is not None]
+    if failed:
+        for outcome in failed:
+            _print_error(outcome.error)
+        sys.exit(max(o.error.exit_code for o in failed))

@@ -1,0 +1,880 @@
+"""The exaprov config file: its schema, its defaults and every rule, checked before any AWS call.
+
+SPEC "The config file" and sections 1-4. Keys mirror the Terraform modules' variables; every
+key but `name` has a default; an unknown key is an error (a typo must never be ignored).
+`load_config` reads YAML, `parse_config` validates; both raise ONE `ConfigError` listing every
+problem found, one line each: `<key.path>: <what is wrong> (got <value>); <what is allowed>`.
+
+Names that derive from `name` (VPC, cluster, backend id) are filled in after validation, so
+code downstream always sees the final names; an empty or null value in the file means "derive".
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import types
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from exaprov.errors import ConfigError
+
+DEFAULT_REGION = "us-west-1"
+# EKS standard and extended support; the seed's 1.22 is long gone.
+SUPPORTED_KUBERNETES_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
+DEFAULT_KUBERNETES_VERSION = "1.34"
+# The only values CloudWatch Logs' PutRetentionPolicy accepts.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+# Fixed node groups the cluster step always creates (SPEC section 2).
+SYSTEM_NODE_GROUPS = ("default", "scheduler", "module-repository", "prometheus")
+# AWS allows 50 tags per resource; exaprov adds its own (exaprov:deployment, exaprov:component,
+# kubernetes.io/... on subnets), so users get 40.
+MAX_USER_TAGS = 40
+NAME_MAX = 63
+CLUSTER_NAME_MAX = 29  # EKS allows 100, but the seed kept 29 so derived IAM names fit
+# The S3 bucket `module-repo-<id>-xxxxxxxx` must fit 63 characters; RDS `<id>-rds` (63) and the
+# IAM user `<id>-user` (64) then fit too.
+BACKEND_ID_MAX = 63 - len("module-repo-") - len("-xxxxxxxx")
+POSTGRES_MAJORS = range(11, 19)
+# RDS refuses Postgres reserved words as the master user name; `rds*` and `pg_*` are reserved
+# roles, `public` is the pseudo-role every user belongs to.
+POSTGRES_RESERVED_USERNAMES = frozenset("""
+    all analyse analyze and any array as asc asymmetric both case cast check collate column
+    constraint create current_catalog current_date current_role current_time current_timestamp
+    current_user default deferrable desc distinct do else end except false fetch for foreign from
+    grant group having in initially intersect into lateral leading limit localtime localtimestamp
+    not null offset on only or order placing primary public references returning select
+    session_user some symmetric system_user table then to trailing true union unique user using
+    variadic when where window with rdsadmin rdsrepladmin rdstopmgr
+""".split())
+
+_NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # also RDS-safe: no "--", no trailing -
+_REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+")
+_VPC_NAME_RE = re.compile(r"[A-Za-z0-9-]{3,63}")
+_CLUSTER_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
+_VERSION_RE = re.compile(r"1\.\d+")
+_INSTANCE_TYPE_RE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9]+")
+_LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SUFFIX_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_NODE_GROUP_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}")
+_IAM_NAME = r"[A-Za-z0-9+=,.@_-]+"
+_IAM_PRINCIPAL_RE = re.compile(rf"arn:aws[a-z-]*:iam::\d{{12}}:(root|(user|role)/({_IAM_NAME}/)*"
+                               rf"{_IAM_NAME})")
+_DB_USERNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
+_DB_CLASS_RE = re.compile(r"db\.[a-z0-9]+\.[a-z0-9]+")
+_S3_URL_RE = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+
+# --- problems -------------------------------------------------------------------------------
+
+class _Problem(NamedTuple):
+    """One problem found by our own checks; `at` is relative to where pydantic reports it."""
+
+    at: tuple[str | int, ...]
+    what: str
+    got: Any
+    allowed: str = ""
+
+
+def _fail(what: str, got: Any, allowed: str = "", at: tuple[str | int, ...] = ()) -> NoReturn:
+    _fail_all([_Problem(at, what, got, allowed)])
+
+
+def _fail_all(problems: list[_Problem]) -> NoReturn:
+    # A custom error type carries our wording untouched through pydantic to _problem_lines.
+    raise PydanticCustomError("exaprov", "{summary}",
+                              {"summary": problems[0].what, "problems": problems})
+
+
+def _show(value: Any) -> str:
+    """A short repr, so a 300-character tag value does not flood the terminal."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+_UNSET: Any = object()
+
+
+def _line(path: str, what: str, got: Any = _UNSET, allowed: str = "") -> str:
+    text = f"{path}: {what}"
+    if got is not _UNSET:
+        text += f" (got {_show(got)})"
+    return f"{text}; {allowed}" if allowed else text
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    """`cluster.runner_pools[1].capacity_type`; odd keys quoted: `tags['aws:x']`."""
+    text = ""
+    for item in loc:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        elif _PLAIN_KEY_RE.fullmatch(item):
+            text += f".{item}" if text else item
+        else:
+            text += f"[{item!r}]"
+    return text or "(top level)"
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional to reach a model or container type."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _unwrap(get_args(tp)[0])
+    if origin in (Union, types.UnionType):
+        return _unwrap(next(arg for arg in get_args(tp) if arg is not type(None)))
+    return tp
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that validates the value at `loc`, to list its valid keys."""
+    tp: Any = Config
+    for item in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(item) if isinstance(item, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) is list:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+_TYPE_WORDS = {
+    "string_type": "must be a string",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping of keys to values",
+    "model_type": "must be a mapping of keys to values",
+    "model_attributes_type": "must be a mapping of keys to values",
+}
+
+
+def _translate(err: Any) -> list[str]:
+    """Pydantic's error in exaprov's words; never pydantic's own wording."""
+    loc, kind, got = tuple(err["loc"]), err["type"], err.get("input")
+    if kind == "exaprov":
+        return [_line(_path(loc + p.at), p.what, p.got, p.allowed) for p in err["ctx"]["problems"]]
+    if loc and loc[-1] == "[key]":
+        return [_line(_path(loc[:-1]), "keys here must be strings", got, "quote the key in YAML")]
+    path = _path(loc)
+    if kind == "missing":
+        return [_line(path, "required key is missing")]
+    if kind in ("extra_forbidden", "invalid_key"):
+        path = _path(loc[:-1] + (str(loc[-1]),))  # a YAML key like `3:` arrives as an int
+        model = _model_at(loc[:-1])
+        valid = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        what = f"unknown key (did you mean {close[0]}?)" if close else "unknown key"
+        return [_line(path, what, allowed="valid keys here: " + ", ".join(valid))]
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+        return [_line(path, f"must be one of {choices}", got)]
+    what = _TYPE_WORDS.get(kind, "is not a valid value")
+    allowed = ""
+    if got is None and kind == "list_type":
+        allowed = "write [] for an empty list"
+    elif got is None and "type" in kind and what.startswith("must be a mapping"):
+        allowed = "write {} for an empty mapping"
+    elif kind == "string_type" and isinstance(got, (bool, int, float)):
+        allowed = "quote it in YAML"
+    return [_line(path, what, got, allowed)]
+
+
+# --- checks shared by several keys ----------------------------------------------------------
+
+def _ipv4_cidr_problem(text: str) -> tuple[str, str] | None:
+    """(what is wrong, what is allowed) for a text that is not a strict IPv4 CIDR block."""
+    if "/" not in text:
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            return "not a CIDR block", "write an IPv4 CIDR block like 10.255.0.0/16"
+        return "has no prefix length", f"write a CIDR block like {text}/32"
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return "not a CIDR block", "write an IPv4 CIDR block like 10.255.0.0/16"
+        if loose.version == 4:
+            return "has host bits set", f"did you mean {loose}?"
+        return "must be an IPv4 CIDR block, not IPv6", "write one like 10.255.0.0/16"
+    if net.version != 4:
+        return "must be an IPv4 CIDR block, not IPv6", "write one like 10.255.0.0/16"
+    return None
+
+
+def _tag_problems(tags: dict[str, str]) -> list[_Problem]:
+    problems = []
+    if len(tags) > MAX_USER_TAGS:
+        problems.append(_Problem((), "too many tags", len(tags),
+                                 f"at most {MAX_USER_TAGS}; AWS allows 50, exaprov adds its own"))
+    for key, value in tags.items():
+        if not 1 <= len(key) <= 128:
+            problems.append(_Problem((key,), "tag key must be 1-128 characters", key))
+        elif key.lower().startswith("aws:"):
+            problems.append(_Problem((key,), "tag keys starting with 'aws:' are reserved by AWS",
+                                     key, "choose another key"))
+        elif key.lower().startswith("exaprov:"):
+            problems.append(_Problem((key,), "tag keys starting with 'exaprov:' are exaprov's own",
+                                     key, "choose another key"))
+        if len(value) > 256:
+            problems.append(_Problem((key,), f"tag value is {len(value)} characters", value,
+                                     "AWS allows at most 256"))
+    return problems
+
+
+def _check_tags(tags: dict[str, str]) -> dict[str, str]:
+    if problems := _tag_problems(tags):
+        _fail_all(problems)
+    return tags
+
+
+def _label_key_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes label/taint key EKS accepts, or None."""
+    prefix, slash, name = key.rpartition("/")
+    if len(key) > 63:
+        return "longer than 63 characters, the most EKS allows"
+    if slash and not (_DNS_SUBDOMAIN_RE.fullmatch(prefix) and len(prefix) <= 253):
+        return "has a prefix that is not a lowercase DNS name"
+    if not _LABEL_NAME_RE.fullmatch(name):
+        return "is not a valid Kubernetes label key"
+    return None
+
+
+_LABEL_KEY_RULE = "optional DNS prefix and '/', then letters, digits, '-', '_', '.' (<= 63)"
+_LABEL_VALUE_RULE = "at most 63 letters, digits, '-', '_', '.', starting and ending alphanumeric"
+
+
+def _is_label_value(value: str) -> bool:
+    return len(value) <= 63 and _LABEL_NAME_RE.fullmatch(value) is not None
+
+
+def _backend_id_problem(value: str) -> tuple[str, str] | None:
+    if not _NAME_RE.fullmatch(value):
+        return ("must be lowercase letters, digits and single hyphens, starting with a letter",
+                "it names the RDS instance, S3 bucket and IAM user")
+    if len(value) > BACKEND_ID_MAX:
+        return (f"too long ({len(value)} characters)",
+                f"at most {BACKEND_ID_MAX}, so the bucket 'module-repo-<id>-xxxxxxxx' fits 63")
+    return None
+
+
+def _empty_means_derive(value: Any) -> Any:
+    return "" if value is None else value
+
+
+# --- the models -----------------------------------------------------------------------------
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Taint(_Model):
+    """An extra Kubernetes taint on a node group."""
+
+    key: str
+    value: str = ""
+    effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"]
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if problem := _label_key_problem(v):
+            _fail(problem, v, _LABEL_KEY_RULE)
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str) -> str:
+        if v and not _is_label_value(v):
+            _fail("is not a valid taint value", v, _LABEL_VALUE_RULE + ", or empty")
+        return v
+
+
+class NodeGroupSpec(_Model):
+    """The knobs of one EKS managed node group (a runner pool minus its suffix)."""
+
+    node_instance_category: Literal["cpu", "gpu", "inferentia"] = "cpu"
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    node_instance_type: str
+    disk_size: StrictInt = 100
+    min_size: StrictInt = 0
+    max_size: StrictInt
+    accelerator_label: str = ""
+    additional_taints: list[Taint] = Field(default_factory=list)
+    additional_labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("node_instance_type")
+    @classmethod
+    def _instance_type(cls, v: str) -> str:
+        if not _INSTANCE_TYPE_RE.fullmatch(v):
+            _fail("is not an EC2 instance type", v, "write one like m5.xlarge")
+        return v
+
+    @field_validator("disk_size")
+    @classmethod
+    def _disk_size(cls, v: int) -> int:
+        if not 1 <= v <= 16384:
+            _fail("is out of range", v, "a root volume size in GiB from 1 to 16384")
+        return v
+
+    @field_validator("min_size")
+    @classmethod
+    def _min_size(cls, v: int) -> int:
+        if v < 0:
+            _fail("must not be negative", v)
+        return v
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size(cls, v: int, info: ValidationInfo) -> int:
+        if v < 1:
+            _fail("must be at least 1", v, "EKS requires a node group's max size >= 1")
+        low = info.data.get("min_size")  # absent when min_size itself was invalid
+        if low is not None and low > v:
+            _fail(f"is smaller than min_size {low}", v, "min_size must be <= max_size")
+        return v
+
+    @field_validator("accelerator_label")
+    @classmethod
+    def _accelerator(cls, v: str) -> str:
+        if v and not _is_label_value(v):
+            _fail("is not a valid Kubernetes label value", v, _LABEL_VALUE_RULE + ", or empty")
+        return v
+
+    @field_validator("additional_labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for key, value in labels.items():
+            if problem := _label_key_problem(key):
+                problems.append(_Problem((key,), problem, key, _LABEL_KEY_RULE))
+            if not value or not _is_label_value(value):
+                # EKS refuses empty label values, unlike Kubernetes itself.
+                problems.append(_Problem((key,), "is not a valid label value", value,
+                                         _LABEL_VALUE_RULE + " (EKS: not empty)"))
+        if problems:
+            _fail_all(problems)
+        return labels
+
+
+class RunnerPool(NodeGroupSpec):
+    """A runner node group, named `runner-<suffix>` in EKS."""
+
+    suffix: str
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str) -> str:
+        if not _SUFFIX_RE.fullmatch(v):
+            _fail("must be lowercase letters, digits and hyphens, not starting or ending with one",
+                  v, "it becomes part of the node group name runner-<suffix>")
+        if len("runner-" + v) > 63:
+            _fail(f"too long ({len(v)} characters)", v, "at most 56, so runner-<suffix> fits 63")
+        return v
+
+
+def _default_runner_pools() -> list[RunnerPool]:
+    # The seed's root example: a CPU spot pool and its module's default GPU pool.
+    return [
+        RunnerPool(suffix="cpu", node_instance_category="cpu", capacity_type="SPOT",
+                   node_instance_type="m5.xlarge", disk_size=100, min_size=1, max_size=4),
+        RunnerPool(suffix="gpu", node_instance_category="gpu", capacity_type="ON_DEMAND",
+                   node_instance_type="g4dn.xlarge", disk_size=100, min_size=0, max_size=3,
+                   accelerator_label="nvidia-tesla-t4"),
+    ]
+
+
+def _iam_arn_problem(arn: str, *kinds: str) -> tuple[str, str] | None:
+    """(what is wrong, what is allowed) unless `arn` is an IAM ARN of one of `kinds`."""
+    match = _IAM_PRINCIPAL_RE.fullmatch(arn)
+    if match and (match.group(2) or "root") in kinds:
+        return None
+    shapes = " or ".join(f"arn:aws:iam::<12 digits>:{kind}{'' if kind == 'root' else '/NAME'}"
+                         for kind in kinds)
+    return f"is not an IAM {'/'.join(kinds)} ARN", f"write {shapes}"
+
+
+class _AwsAuthEntry(_Model):
+    username: str
+    groups: list[str] = Field(default_factory=list)
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, v: str) -> str:
+        if not v:
+            _fail("must not be empty", v, "the Kubernetes user name to map to")
+        return v
+
+
+class AwsAuthRole(_AwsAuthEntry):
+    """An IAM role given access to the cluster (the seed's aws-auth role map)."""
+
+    rolearn: str
+
+    @field_validator("rolearn")
+    @classmethod
+    def _arn(cls, v: str) -> str:
+        if problem := _iam_arn_problem(v, "role"):
+            _fail(problem[0], v, problem[1])
+        return v
+
+
+class AwsAuthUser(_AwsAuthEntry):
+    """An IAM user given access to the cluster (the seed's aws-auth user map)."""
+
+    userarn: str
+
+    @field_validator("userarn")
+    @classmethod
+    def _arn(cls, v: str) -> str:
+        if problem := _iam_arn_problem(v, "user"):
+            _fail(problem[0], v, problem[1])
+        return v
+
+
+class NetworkConfig(_Model):
+    """SPEC section 1."""
+
+    vpc_name: str = ""  # "" = exafunction-vpc-<name>
+    vpc_cidr_block: str = "10.255.0.0/16"
+
+    @field_validator("vpc_name", mode="before")
+    @classmethod
+    def _derive(cls, v: Any) -> Any:
+        return _empty_means_derive(v)
+
+    @field_validator("vpc_name")
+    @classmethod
+    def _vpc_name(cls, v: str) -> str:
+        if v and not _VPC_NAME_RE.fullmatch(v):
+            _fail("must be 3-63 characters of letters, digits and hyphens", v)
+        return v
+
+    @field_validator("vpc_cidr_block")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        if problem := _ipv4_cidr_problem(v):
+            _fail(problem[0], v, problem[1])
+        prefix = ipaddress.ip_network(v).prefixlen
+        if prefix < 16:
+            _fail(f"/{prefix} is larger than AWS allows for a VPC", v, "use /16 to /24")
+        if prefix > 24:
+            # Subnets are /(prefix+4) and AWS's smallest subnet is /28.
+            _fail(f"/{prefix} is too small: its /{prefix + 4} subnets would be smaller than the "
+                  "/28 AWS allows", v, "use /16 to /24")
+        return v
+
+
+class ClusterConfig(_Model):
+    """SPEC section 2."""
+
+    cluster_name: str = ""  # "" = exafunction-cluster-<name>
+    cluster_version: str = DEFAULT_KUBERNETES_VERSION
+    endpoint_public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
+    log_retention_in_days: StrictInt = 90
+    kms_key_administrators: list[str] = Field(default_factory=list)
+    instance_tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
+    autoscaling_group_tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
+    runner_pools: list[RunnerPool] = Field(default_factory=_default_runner_pools)
+    additional_node_groups: dict[str, NodeGroupSpec] = Field(default_factory=dict)
+    aws_auth_roles: list[AwsAuthRole] = Field(default_factory=list)
+    aws_auth_users: list[AwsAuthUser] = Field(default_factory=list)
+    imds_hop_limit: StrictInt = 1  # exaprov extra: IMDSv2 hop limit on the launch templates
+
+    @field_validator("cluster_name", mode="before")
+    @classmethod
+    def _derive(cls, v: Any) -> Any:
+        return _empty_means_derive(v)
+
+    @field_validator("instance_tags", "autoscaling_group_tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_tags(v)
+
+    @field_validator("cluster_name")
+    @classmethod
+    def _cluster_name(cls, v: str) -> str:
+        if v and not _CLUSTER_NAME_RE.fullmatch(v):
+            _fail("must be letters, digits and hyphens, starting with a letter", v)
+        if len(v) > CLUSTER_NAME_MAX:
+            _fail(f"too long ({len(v)} characters)", v, f"at most {CLUSTER_NAME_MAX}")
+        return v
+
+    @field_validator("cluster_version", mode="before")
+    @classmethod
+    def _version_is_text(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            _fail("must be a quoted string: YAML reads an unquoted 1.30 as the number 1.3", v,
+                  f'write cluster_version: "{DEFAULT_KUBERNETES_VERSION}"')
+        return v
+
+    @field_validator("cluster_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if not _VERSION_RE.fullmatch(v) or v not in SUPPORTED_KUBERNETES_VERSIONS:
+            _fail("is not a Kubernetes version EKS supports", v,
+                  "one of " + ", ".join(SUPPORTED_KUBERNETES_VERSIONS))
+        return v
+
+    @field_validator("endpoint_public_access_cidrs")
+    @classmethod
+    def _public_cidrs(cls, cidrs: list[str]) -> list[str]:
+        if not cidrs:
+            _fail("must not be empty", cidrs, "list at least one CIDR, e.g. [0.0.0.0/0]")
+        problems = [_Problem((i,), problem[0], cidr, problem[1]) for i, cidr in enumerate(cidrs)
+                    if (problem := _ipv4_cidr_problem(cidr))]
+        if problems:
+            _fail_all(problems)
+        return cidrs
+
+    @field_validator("log_retention_in_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if v not in LOG_RETENTION_DAYS:
+            _fail("is not a retention CloudWatch Logs allows", v,
+                  "one of " + ", ".join(map(str, LOG_RETENTION_DAYS)))
+        return v
+
+    @field_validator("kms_key_administrators")
+    @classmethod
+    def _kms_admins(cls, arns: list[str]) -> list[str]:
+        problems = [_Problem((i,), problem[0], arn, problem[1]) for i, arn in enumerate(arns)
+                    if (problem := _iam_arn_problem(arn, "root", "user", "role"))]
+        if problems:
+            _fail_all(problems)
+        return arns
+
+    @field_validator("runner_pools")
+    @classmethod
+    def _unique_suffixes(cls, pools: list[RunnerPool]) -> list[RunnerPool]:
+        seen: dict[str, int] = {}
+        problems = []
+        for i, pool in enumerate(pools):
+            if pool.suffix in seen:
+                problems.append(_Problem((i, "suffix"), "duplicate suffix", pool.suffix,
+                                         f"runner_pools[{seen[pool.suffix]}] already uses it"))
+            seen.setdefault(pool.suffix, i)
+        if problems:
+            _fail_all(problems)
+        return pools
+
+    @field_validator("additional_node_groups")
+    @classmethod
+    def _group_names(cls, groups: dict[str, NodeGroupSpec],
+                     info: ValidationInfo) -> dict[str, NodeGroupSpec]:
+        # runner_pools is validated first; it is absent from info.data when it was invalid.
+        runners = {f"runner-{pool.suffix}" for pool in info.data.get("runner_pools", [])}
+        problems = []
+        for name in groups:
+            if not _NODE_GROUP_RE.fullmatch(name):
+                problems.append(_Problem((name,), "is not a valid node group name", name,
+                                         "1-63 letters, digits, '-' and '_', starting with a "
+                                         "letter or digit"))
+            elif name in SYSTEM_NODE_GROUPS:
+                problems.append(_Problem((name,), "collides with a system node group", name,
+                                         "reserved: " + ", ".join(SYSTEM_NODE_GROUPS)))
+            elif name in runners:
+                problems.append(_Problem((name,), "collides with a runner pool's node group", name,
+                                         "runner-<suffix> names belong to runner_pools"))
+        if problems:
+            _fail_all(problems)
+        return groups
+
+    @field_validator("imds_hop_limit")
+    @classmethod
+    def _hop_limit(cls, v: int) -> int:
+        if not 1 <= v <= 64:
+            _fail("is out of range", v, "an IMDSv2 hop limit from 1 to 64")
+        return v
+
+
+class BackendConfig(_Model):
+    """SPEC section 3: the module repository's RDS Postgres and S3 bucket."""
+
+    exadeploy_id: str = ""  # "" = exafunction-mrbe-<name>
+    db_storage: StrictInt = 15
+    postgres_version: str = "16"
+    db_username: str = "exafunction"
+    db_port: StrictInt = 5432
+    db_instance_class: str = "db.t4g.micro"
+    db_storage_encrypted: StrictBool = True
+
+    @field_validator("exadeploy_id", mode="before")
+    @classmethod
+    def _derive(cls, v: Any) -> Any:
+        return _empty_means_derive(v)
+
+    @field_validator("exadeploy_id")
+    @classmethod
+    def _exadeploy_id(cls, v: str) -> str:
+        if v and (problem := _backend_id_problem(v)):
+            _fail(problem[0], v, problem[1])
+        return v
+
+    @field_validator("db_storage")
+    @classmethod
+    def _storage(cls, v: int) -> int:
+        if not 5 <= v <= 65536:
+            _fail("is out of range", v, "RDS storage in GiB from 5 to 65536")
+        return v
+
+    @field_validator("postgres_version", mode="before")
+    @classmethod
+    def _version_text(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            return str(v)  # `postgres_version: 16` is what people write
+        if isinstance(v, float):
+            _fail("must be a major version only: minor versions float with AWS auto-upgrades",
+                  v, 'write postgres_version: "16"')
+        return v
+
+    @field_validator("postgres_version")
+    @classmethod
+    def _version(cls, v: str) -> str:
+        if re.fullmatch(r"\d+(\.\d+)+", v):
+            _fail("must be a major version only: minor versions float with AWS auto-upgrades",
+                  v, f"write {v.split('.')[0]!r}")
+        if not v.isdigit() or int(v) not in POSTGRES_MAJORS:
+            _fail("is not a PostgreSQL major version RDS offers", v,
+                  f"{POSTGRES_MAJORS[0]} to {POSTGRES_MAJORS[-1]}, as a string like \"16\"")
+        return v
+
+    @field_validator("db_username")
+    @classmethod
+    def _username(cls, v: str) -> str:
+        if not _DB_USERNAME_RE.fullmatch(v):
+            _fail("is not a valid master user name", v,
+                  "1-63 letters, digits and '_', starting with a letter")
+        low = v.lower()
+        if low in POSTGRES_RESERVED_USERNAMES or low.startswith(("rds", "pg_")):
+            _fail("is reserved by PostgreSQL or RDS", v, "choose another name, e.g. exafunction")
+        return v
+
+    @field_validator("db_port")
+    @classmethod
+    def _port(cls, v: int) -> int:
+        if not 1150 <= v <= 65535:
+            _fail("is out of range", v, "RDS allows ports 1150 to 65535")
+        return v
+
+    @field_validator("db_instance_class")
+    @classmethod
+    def _instance_class(cls, v: str) -> str:
+        if not _DB_CLASS_RE.fullmatch(v):
+            _fail("is not an RDS instance class", v, "write one like db.t4g.micro")
+        return v
+
+
+class Config(_Model):
+    """The whole config file, with derived names filled in."""
+
+    name: str
+    region: str = DEFAULT_REGION
+    tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    module_repo_backend: BackendConfig | None = Field(default_factory=BackendConfig)
+    state: str | None = None  # exaprov extra: a state file path or s3://bucket/key
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: dict[str, str]) -> dict[str, str]:
+        return _check_tags(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.fullmatch(v):
+            _fail("must be lowercase letters, digits and single hyphens, starting with a letter "
+                  "and not ending with a hyphen", v, "e.g. prod or team-a")
+        if len(v) > NAME_MAX:
+            _fail(f"too long ({len(v)} characters)", v, f"at most {NAME_MAX}")
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not _REGION_RE.fullmatch(v):
+            _fail("is not an AWS region name", v, "write one like us-west-1")
+        return v
+
+    @field_validator("network", "cluster", mode="before")
+    @classmethod
+    def _section_defaults(cls, v: Any) -> Any:
+        return {} if v is None else v  # `network:` with nothing under it = all defaults
+
+    @field_validator("module_repo_backend", mode="before")
+    @classmethod
+    def _backend_switch(cls, v: Any) -> Any:
+        if v is False:
+            return None  # no remote backend: the module repository keeps its data on local disk
+        return {} if v is True else v
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            _fail("must not be empty", v, "a file path or s3://bucket/key, or null")
+        if v.startswith("s3://") and not _S3_URL_RE.fullmatch(v):
+            _fail("is not a valid S3 location", v, "write s3://bucket/key")
+        return v
+
+    @model_validator(mode="after")
+    def _derive_names(self) -> Config:
+        backend = self.module_repo_backend
+        problems = _derived_name_problems(
+            self.name, vpc_name_given=bool(self.network.vpc_name),
+            cluster_name_given=bool(self.cluster.cluster_name),
+            backend_id_given=backend is None or bool(backend.exadeploy_id))
+        if problems:
+            _fail_all(problems)
+        self.network.vpc_name = self.network.vpc_name or f"exafunction-vpc-{self.name}"
+        self.cluster.cluster_name = self.cluster.cluster_name or f"exafunction-cluster-{self.name}"
+        if backend is not None and not backend.exadeploy_id:
+            backend.exadeploy_id = f"exafunction-mrbe-{self.name}"
+        return self
+
+
+def _derived_name_problems(name: str, *, vpc_name_given: bool, cluster_name_given: bool,
+                           backend_id_given: bool) -> list[_Problem]:
+    """`name` must be short enough for every name derived from it (reported at `name`)."""
+    problems = []
+    vpc_name = f"exafunction-vpc-{name}"
+    if not vpc_name_given and len(vpc_name) > 63:
+        problems.append(_Problem(("name",), f"too long for the derived VPC name ({len(vpc_name)} "
+                                 "characters, at most 63)", name,
+                                 f"shorten name to {63 - 16} or set network.vpc_name"))
+    cluster_name = f"exafunction-cluster-{name}"
+    if not cluster_name_given and len(cluster_name) > CLUSTER_NAME_MAX:
+        problems.append(_Problem(
+            ("name",), f"too long for the derived cluster name {cluster_name!r} "
+            f"({len(cluster_name)} characters, at most {CLUSTER_NAME_MAX})", name,
+            f"shorten name to {CLUSTER_NAME_MAX - 20} characters or set cluster.cluster_name"))
+    backend_id = f"exafunction-mrbe-{name}"
+    if not backend_id_given and _backend_id_problem(backend_id):
+        problems.append(_Problem(
+            ("name",), f"too long for the derived backend id {backend_id!r} ({len(backend_id)} "
+            f"characters, at most {BACKEND_ID_MAX})", name,
+            f"shorten name to {BACKEND_ID_MAX - 17} characters or set "
+            "module_repo_backend.exadeploy_id"))
+    return problems
+
+
+def _raw_derived_name_lines(data: dict[str, Any]) -> list[str]:
+    """The derived-name problems, found from the raw data so they are reported even when other
+    keys are invalid (pydantic skips Config's own check then)."""
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or len(name) > NAME_MAX:
+        return []  # the name's own problem is reported instead
+
+    def given(section: str, key: str) -> bool:
+        value = data.get(section)
+        if value is None or value is True:
+            return False
+        # A malformed section reports its own problem; do not guess about it.
+        return not isinstance(value, dict) or bool(value.get(key))
+
+    backend = data.get("module_repo_backend", True)
+    problems = _derived_name_problems(
+        name, vpc_name_given=given("network", "vpc_name"),
+        cluster_name_given=given("cluster", "cluster_name"),
+        backend_id_given=backend is None or backend is False
+        or given("module_repo_backend", "exadeploy_id"))
+    return [_line(_path(p.at), p.what, p.got, p.allowed) for p in problems]
+
+
+# --- entry points ---------------------------------------------------------------------------
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    """Validate a loaded config mapping; every problem goes into one ConfigError."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else type(data).__name__
+        raise ConfigError([f"(top level): must be a mapping of keys to values (got {kind}); "
+                           "start with `name: <deployment>`"], source)
+    lines = _raw_derived_name_lines(data)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            lines += _translate(err)
+    raise ConfigError(list(dict.fromkeys(lines)), source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key != "<<" and isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at `path`."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(["config file not found; create one with `exaprov init` or point "
+                           "--config at it"], source) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["the config file is not UTF-8 text"], source) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(exc)], source) from None
+    if data is None:
+        raise ConfigError(["the config file is empty; it needs at least `name: <deployment>`"],
+                          source)
+    if not isinstance(data, dict):
+        raise ConfigError([f"the top level must be a mapping of keys to values, not a "
+                           f"{type(data).__name__}; start with `name: <deployment>`"], source)
+    return parse_config(data, source)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return f"YAML error: {problem}"
+    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"

@@ -1,0 +1,90 @@
+"""The config file `exaprov init` writes: every key with its default and a one-line comment.
+
+Hand-written so it reads like SPEC's example; tests check that it loads back to the defaults
+and that it names every field of the config models, so a new key cannot be forgotten here.
+"""
+
+from __future__ import annotations
+
+import json
+from string import Template
+
+import yaml
+
+_HEADER = """\
+# exaprov config. Every key but `name` has a default; a key exaprov does not know is an error.
+"""
+
+_MINIMAL = """\
+name: $name  # the deployment; resource names and tags derive from it
+region: $region  # the AWS region to build in
+# Every other key has its default; `exaprov init` can write them all out for you to change.
+"""
+
+_FULL = """\
+name: $name  # the deployment; resource names and tags derive from it
+region: $region  # the AWS region to build in
+tags: {owner: exafunction}  # on every resource exaprov creates; no aws: or exaprov: keys
+network:
+  vpc_name: $vpc_name  # 3-63 letters, digits and hyphens
+  vpc_cidr_block: 10.255.0.0/16  # IPv4, /16 to /24; nine /(prefix+4) subnets are cut from it
+cluster:
+  cluster_name: $cluster_name  # EKS cluster, at most 29 characters
+  cluster_version: "1.34"  # Kubernetes version, quoted (YAML reads 1.30 as 1.3)
+  endpoint_public_access_cidrs: [0.0.0.0/0]  # who may reach the public API endpoint
+  log_retention_in_days: 90  # control-plane logs; a value CloudWatch Logs allows
+  kms_key_administrators: []  # extra IAM ARNs that administer the secrets KMS key
+  instance_tags: {owner: exafunction}  # on node instances and their volumes
+  autoscaling_group_tags: {owner: exafunction}  # on every node group's autoscaling group
+  runner_pools:  # one EKS node group runner-<suffix> per pool
+    - suffix: cpu  # unique; lowercase letters, digits, hyphens
+      node_instance_category: cpu  # cpu | gpu | inferentia (picks the AMI)
+      capacity_type: SPOT  # ON_DEMAND | SPOT
+      node_instance_type: m5.xlarge  # EC2 instance type
+      disk_size: 100  # root volume, GiB
+      min_size: 1  # the autoscaler never goes below this
+      max_size: 4  # nor above this
+      accelerator_label: ""  # value of label k8s.amazonaws.com/accelerator, "" for none
+      additional_taints: []  # e.g. [{key: team, value: ml, effect: NO_SCHEDULE}]
+      additional_labels: {}  # e.g. {team: ml}
+    - suffix: gpu
+      node_instance_category: gpu
+      capacity_type: ON_DEMAND
+      node_instance_type: g4dn.xlarge
+      disk_size: 100
+      min_size: 0  # 0 = scale from zero
+      max_size: 3
+      accelerator_label: nvidia-tesla-t4
+      additional_taints: []
+      additional_labels: {}
+  additional_node_groups: {}  # name -> the knobs of a runner pool, minus suffix
+  aws_auth_roles: []  # IAM roles given cluster access: [{rolearn, username, groups}]
+  aws_auth_users: []  # IAM users given cluster access: [{userarn, username, groups}]
+  imds_hop_limit: 1  # IMDSv2 hop limit on the nodes; 2 lets pods without IRSA reach IMDS
+module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S3
+  exadeploy_id: $exadeploy_id  # names the RDS instance, S3 bucket and IAM user
+  db_storage: 15  # RDS storage, GiB
+  postgres_version: "16"  # major version only; minor versions follow AWS auto-upgrades
+  db_username: exafunction  # RDS master user; RDS keeps its password in Secrets Manager
+  db_port: 5432  # 1150-65535
+  db_instance_class: db.t4g.micro  # RDS instance class
+  db_storage_encrypted: true  # encrypt the database storage
+state: null  # where exaprov keeps its state: a file path or s3://bucket/key; null = default
+"""
+
+
+def _scalar(text: str) -> str:
+    """`text` as a YAML scalar, quoted only when YAML would read it as something else."""
+    return text if yaml.safe_load(text) == text else json.dumps(text)
+
+
+def render_config(name: str = "example", region: str = "us-west-1", full: bool = True) -> str:
+    """The config text for a new deployment `name`, derived names filled in."""
+    body = Template(_FULL if full else _MINIMAL).substitute(
+        name=_scalar(name),
+        region=_scalar(region),
+        vpc_name=_scalar(f"exafunction-vpc-{name}"),
+        cluster_name=_scalar(f"exafunction-cluster-{name}"),
+        exadeploy_id=_scalar(f"exafunction-mrbe-{name}"),
+    )
+    return _HEADER + body

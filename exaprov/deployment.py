@@ -1,0 +1,143 @@
+"""One command's view of a deployment: its config, state store, AWS access, and the runs.
+
+The CLI resolves flags into a `Target`; everything here happens in a fixed
+order that keeps the promise "bad input changes nothing": config first (no AWS
+call at all), then the state file, then the lock, then AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exaprov import engine
+from exaprov.config import Config, load_config
+from exaprov.errors import StateError
+from exaprov.state import LocalStateStore, State, StateStore, StateWriter, command_line
+from exaprov.state import default_state_path
+from exaprov.timing import CancelToken
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Target:
+    """Where the deployment is: resolved from the global flags."""
+
+    config_path: Path = Path("exaprov.yaml")
+    state_path: Path | None = None
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None
+    sandbox: bool = False
+    credentials: dict[str, str] = field(default_factory=dict)
+
+
+class Deployment:
+    def __init__(self, target: Target) -> None:
+        self.target = target
+        self.cfg: Config = load_config(target.config_path)
+        if target.region:
+            self.cfg = self.cfg.model_copy(update={"region": target.region})
+        path = target.state_path or default_state_path(self.cfg.name, sandbox=target.sandbox)
+        self.store: StateStore = LocalStateStore(path)
+        self._aws: Any = None
+
+    # -- pieces -------------------------------------------------------------------
+
+    @property
+    def aws(self) -> Any:
+        if self._aws is None:
+            from exaprov.aws import Aws  # boto3 loads only when a command talks to AWS
+
+            endpoint = self.target.endpoint_url
+            credentials = dict(self.target.credentials)
+            if self.target.sandbox:
+                from exaprov import sandbox
+
+                endpoint = sandbox.ensure_running()
+                credentials = dict(sandbox.SANDBOX_CREDENTIALS)
+            self._aws = Aws(self.cfg.region, profile=self.target.profile,
+                            endpoint_url=endpoint, credentials=credentials)
+        return self._aws
+
+    def read_state(self) -> State | None:
+        state = self.store.read()
+        if state is None:
+            return None
+        where = self.store.location
+        if state.data["deployment"] != self.cfg.name:
+            raise StateError(f"{where} belongs to deployment {state.data['deployment']!r}, "
+                             f"the config names {self.cfg.name!r}",
+                             hint="pass the right --config or --state")
+        if state.data["region"] != self.cfg.region:
+            raise StateError(f"{where} is for region {state.data['region']}, the config "
+                             f"(or --region) says {self.cfg.region}",
+                             hint="a deployment cannot move region; use the right --region")
+        return state
+
+    def check_account(self, state: State, writer: StateWriter | None) -> None:
+        account = self.aws.account_id()
+        recorded = state.data.get("account_id")
+        if recorded and recorded != account:
+            raise StateError(f"{self.store.location} is for AWS account {recorded}, but the "
+                             f"credentials are for {account}",
+                             hint="use the profile of the account this deployment lives in")
+        if writer is not None and not recorded:
+            writer.set_field("account_id", account)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.store.lock(command_line()) as stale:
+            if stale:
+                log.warning("the previous holder of the lock (pid %s on %s, %s) ended without "
+                            "releasing it; continuing", stale.get("pid"), stale.get("host"),
+                            stale.get("command"))
+            yield
+
+    # -- commands ------------------------------------------------------------------
+
+    def up(self, reporter: engine.Reporter | None = None, cancel: CancelToken | None = None,
+           confirm: Callable[[str], bool] | None = None) -> engine.RunResult:
+        from exaprov.steps import STEPS
+
+        with self.locked():
+            state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
+            writer = StateWriter(self.store, state)
+            self.check_account(state, writer)
+            run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
+                             confirm)
+            return engine.apply(STEPS, run)
+
+    def plan(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
+        """What `up` would do (and, row by row, what `status` shows); read-only calls only."""
+        from exaprov.steps import STEPS
+
+        state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
+        self.check_account(state, None)
+        run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state, dry_run=True),
+                         engine.Mode.PLAN, reporter)
+        return engine.apply(STEPS, run)
+
+    def destroy(self, reporter: engine.Reporter | None = None,
+                cancel: CancelToken | None = None) -> engine.RunResult:
+        from exaprov.steps import STEPS
+
+        with self.locked():
+            state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
+            writer = StateWriter(self.store, state, dry_run=not self._state_exists(state))
+            self.check_account(state, None)
+            run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
+            return engine.destroy(STEPS, run)
+
+    def _state_exists(self, state: State) -> bool:
+        # Destroy without a state file finds everything by tag and writes no new file.
+        return state.serial > 0
+
+    def outputs(self) -> dict[str, Any]:
+        state = self.read_state()
+        return dict(state.outputs) if state else {}

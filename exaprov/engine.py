@@ -1,0 +1,421 @@
+"""The step engine: walks the stack's steps in dependency order, concurrently.
+
+A step is a small record — name, the steps it requires, `ensure` and `destroy`.
+`ensure` is written once and serves three commands: in APPLY mode (`up`) it
+creates and repairs; in PLAN mode (`plan`, `status`) every mutation becomes a
+recorded Change instead, so what `plan` shows is exactly what `up` would do.
+Steps return their outputs; the engine's StateWriter is the only writer of state.
+
+`up` starts each step as soon as the steps it requires are done. A failed step
+stops new work, lets running steps finish and record, and leaves the rest
+skipped. `destroy` walks the same graph with the edges reversed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from enum import Enum
+from graphlib import TopologicalSorter
+from typing import Any, Protocol, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from exaprov.errors import AwsError, Cancelled, ExaprovError, error_code, is_not_found
+from exaprov.state import CREATED, DELETING, INTENT, State, StateWriter
+from exaprov.timing import CancelToken
+from exaprov.waiting import retry_while, wait_until
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TAG_DEPLOYMENT = "exaprov:deployment"
+TAG_COMPONENT = "exaprov:component"
+TAG_RESOURCE = "exaprov:resource"
+
+# Testing knob for crash tests: `EXAPROV_CRASH_AT=after_create:network.vpc` makes the
+# process die at that checkpoint as a SIGKILL would (no cleanup, no state write).
+ENV_CRASH_AT = "EXAPROV_CRASH_AT"
+
+
+class Mode(Enum):
+    APPLY = "apply"
+    PLAN = "plan"
+
+
+@dataclass
+class Change:
+    action: str  # create | update | delete | replace
+    address: str
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class Observed:
+    """One resource as `status` shows it."""
+
+    address: str
+    kind: str
+    recorded_id: str | None
+    live_id: str | None
+    live: str  # the resource's own state in AWS, or "missing" / "absent"
+    drift: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    step: str
+    status: str  # done | failed | skipped | cancelled
+    seconds: float = 0.0
+    error: ExaprovError | None = None
+
+
+@dataclass
+class RunResult:
+    outcomes: dict[str, Outcome]
+    changes: list[Change]
+    observed: list[Observed]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if o.status in ("failed", "cancelled")]
+
+    @property
+    def cancelled(self) -> bool:
+        return any(o.status == "cancelled" for o in self.outcomes.values())
+
+
+class Reporter(Protocol):
+    def started(self, step: str) -> None: ...
+
+    def activity(self, step: str, text: str) -> None: ...
+
+    def finished(self, outcome: Outcome) -> None: ...
+
+
+class NullReporter:
+    def started(self, step: str) -> None:
+        pass
+
+    def activity(self, step: str, text: str) -> None:
+        log.info("%s: %s", step, text)
+
+    def finished(self, outcome: Outcome) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    requires: tuple[str, ...]
+    ensure: Callable[[StepContext], dict[str, Any]]
+    destroy: Callable[[StepContext], None]
+    enabled: Callable[[Any], bool] = lambda cfg: True
+    title: str = ""
+
+
+class Run:
+    """What the steps of one command share: config, AWS, the state writer, the reporter."""
+
+    def __init__(self, cfg: Any, aws: Any, writer: StateWriter, mode: Mode,
+                 reporter: Reporter | None = None, cancel: CancelToken | None = None,
+                 confirm: Callable[[str], bool] | None = None) -> None:
+        self.cfg = cfg
+        self.aws = aws
+        self.writer = writer
+        self.mode = mode
+        self.reporter = reporter or NullReporter()
+        self.cancel = cancel or CancelToken()
+        self.confirm = confirm or (lambda question: False)
+        self._mutex = threading.Lock()
+        self.changes: list[Change] = []
+        self.observed: dict[str, Observed] = {}
+
+    @property
+    def state(self) -> State:
+        return self.writer.state
+
+    def add_change(self, change: Change) -> None:
+        with self._mutex:
+            self.changes.append(change)
+
+    def observe(self, row: Observed) -> Observed:
+        with self._mutex:
+            return self.observed.setdefault(row.address, row)
+
+
+def checkpoint(name: str) -> None:
+    if os.environ.get(ENV_CRASH_AT) == name:
+        os._exit(137)
+
+
+def unknown(address: str) -> str:
+    """A placeholder for an ID that only exists once `up` creates it."""
+    return f"(new {address})"
+
+
+def is_unknown(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("(new ")
+
+
+class StepContext:
+    """What one step sees: config, AWS, its upstream outputs and its own records."""
+
+    def __init__(self, run: Run, step: Step, upstream: dict[str, dict[str, Any]]) -> None:
+        self.run = run
+        self.step = step.name
+        self.cfg = run.cfg
+        self.aws = run.aws
+        self.upstream = upstream
+        self.cancel = run.cancel
+
+    @property
+    def planning(self) -> bool:
+        return self.run.mode is Mode.PLAN
+
+    def address(self, logical: str) -> str:
+        return f"{self.step}.{logical}"
+
+    # -- records ----------------------------------------------------------------
+
+    def recorded(self, logical: str) -> dict[str, Any] | None:
+        return self.run.state.resources.get(self.address(logical))
+
+    def recorded_id(self, logical: str) -> str | None:
+        rec = self.recorded(logical)
+        return rec.get("id") if rec else None
+
+    def recorded_logicals(self) -> list[str]:
+        return list(self.run.state.step_resources(self.step))
+
+    def tags(self, logical: str, name: str | None = None,
+             extra: dict[str, str] | None = None) -> dict[str, str]:
+        """User tags, then exaprov's identity tags (which the user cannot override)."""
+        tags = dict(self.cfg.tags)
+        tags.update(extra or {})
+        if name:
+            tags["Name"] = name
+        tags.update({TAG_DEPLOYMENT: self.cfg.name, TAG_COMPONENT: self.step,
+                     TAG_RESOURCE: logical})
+        return tags
+
+    # -- the three things ensure does ---------------------------------------------
+
+    def found(self, logical: str, kind: str, resource_id: str, live: str = "available",
+              **attrs: Any) -> str:
+        """An existing resource: adopt it into state (if it is not recorded as this ID)."""
+        address = self.address(logical)
+        recorded = self.recorded_id(logical)
+        row = self.run.observe(Observed(address, kind, recorded, resource_id, live))
+        if recorded is None:
+            row.drift.append("not in state: found by its tags (up adopts it)")
+        elif recorded != resource_id:
+            row.drift.append(f"state records {recorded}, AWS has {resource_id} (up adopts it)")
+        if not self.planning:
+            self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
+        return resource_id
+
+    def create(self, logical: str, kind: str, create: Callable[[str], str], *,
+               detail: str = "", name: str | None = None, **attrs: Any) -> str:
+        """Create a missing resource: intent first, then the call, then its ID, each saved."""
+        address = self.address(logical)
+        recorded = self.recorded(logical)
+        recorded_id = recorded.get("id") if recorded else None
+        live = "missing" if recorded_id else "absent"
+        row = self.run.observe(Observed(address, kind, recorded_id, None, live))
+        if recorded_id:
+            row.drift.append(f"state records {recorded_id} but it is gone from AWS")
+        self.run.add_change(Change("create", address, kind, detail))
+        if self.planning:
+            return unknown(address)
+        token = (recorded or {}).get("token") if (recorded or {}).get("status") == INTENT \
+            else None
+        token = token or uuid.uuid4().hex
+        self.run.writer.record(address, kind=kind, status=INTENT, token=token, name=name)
+        self.report(f"creating {kind} {name or logical}")
+        checkpoint(f"before_create:{address}")
+        resource_id = self.call(create, token)
+        checkpoint(f"after_create:{address}")
+        self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
+        row.live_id, row.live = resource_id, "created"
+        return resource_id
+
+    def update(self, logical: str, kind: str, detail: str, apply: Callable[[], Any], *,
+               initial: bool = False) -> None:
+        """Repair one drifted attribute (or apply a changed config value).
+
+        `initial=True` marks the finishing touches of a resource created in this run
+        (attach, associate, first routes): part of its create, not a change of its own.
+        """
+        if initial:
+            if not self.planning:
+                self.call(apply)
+            return
+        address = self.address(logical)
+        row = self.run.observed.get(address)
+        if row is not None:
+            row.drift.append(detail)
+        self.run.add_change(Change("update", address, kind, detail))
+        if not self.planning:
+            self.report(f"updating {kind} {logical}: {detail}")
+            self.call(apply)
+
+    # -- destroy -----------------------------------------------------------------
+
+    def delete(self, logical: str, kind: str, resource_id: str | None,
+               delete: Callable[[str], Any], *, detail: str = "") -> None:
+        """Delete one resource; "already gone" counts as success. Forgets it afterwards."""
+        address = self.address(logical)
+        if resource_id is None or is_unknown(resource_id):
+            self.forget(logical)
+            return
+        self.run.add_change(Change("delete", address, kind, detail or resource_id))
+        if self.planning:
+            return
+        self.run.writer.record(address, kind=kind, id=resource_id, status=DELETING)
+        self.report(f"deleting {kind} {resource_id}")
+        try:
+            self.call(delete, resource_id)
+        except AwsError as exc:
+            if exc.__cause__ is None or not is_not_found(exc.__cause__):
+                raise
+        self.forget(logical)
+
+    def forget(self, logical: str) -> None:
+        if not self.planning:
+            self.run.writer.remove(self.address(logical))
+
+    # -- helpers ---------------------------------------------------------------
+
+    def report(self, text: str) -> None:
+        self.run.reporter.activity(self.step, text)
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an AWS call, turning its failure into an error naming this step."""
+        self.cancel.check()
+        try:
+            return fn(*args)
+        except ClientError as exc:
+            raise AwsError(self.step, exc.operation_name, error_code(exc) or "Error",
+                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
+        except BotoCoreError as exc:
+            raise AwsError(self.step, "request", type(exc).__name__, str(exc)) from exc
+
+    def wait_until(self, what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
+                   timeout: float, interval: float, describe: Callable[[T], str] = str) -> T:
+        return wait_until(what, lambda: self.call(probe), ready, timeout=timeout,
+                          interval=interval, cancel=self.cancel, report=self.report,
+                          describe=describe)
+
+    def retry_while(self, what: str, call: Callable[[], T], codes: set[str], *,
+                    timeout: float, hint: str | None = None) -> T:
+        """Retry while AWS says "not yet"; raises the raw ClientError (callers run inside
+        create/update/delete, which name the step)."""
+        return retry_while(what, call, codes, timeout=timeout, cancel=self.cancel,
+                           report=self.report, hint=hint)
+
+
+# -- walking the graph -------------------------------------------------------------
+
+MAX_PARALLEL_STEPS = 8
+
+
+def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> RunResult:
+    """Run `work(name)` for every node once its predecessors are done, concurrently."""
+    sorter = TopologicalSorter(graph)
+    sorter.prepare()
+    outcomes: dict[str, Outcome] = {}
+    running: dict[Future[None], tuple[str, float]] = {}
+    stop = False
+
+    def start(name: str) -> None:
+        run.reporter.started(name)
+        running[pool.submit(work, name)] = (name, time.monotonic())
+
+    with ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step") as pool:
+        while sorter.is_active() and not (stop and not running):
+            if not stop:
+                for name in sorter.get_ready():
+                    start(name)
+            if not running:
+                break
+            try:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                if run.cancel.cancelled:
+                    raise  # second Ctrl-C: the caller exits at once; state is already valid
+                # First Ctrl-C: let running steps record and stop at their next poll.
+                run.cancel.cancel()
+                stop = True
+                continue
+            for future in done:
+                name, began = running.pop(future)
+                outcome = _outcome(name, future, time.monotonic() - began)
+                outcomes[name] = outcome
+                run.reporter.finished(outcome)
+                if outcome.status == "done":
+                    sorter.done(name)
+                else:
+                    stop = True
+    for name in graph:
+        outcomes.setdefault(name, Outcome(name, "skipped"))
+    return RunResult(outcomes, list(run.changes), list(run.observed.values()))
+
+
+def _outcome(name: str, future: Future[None], seconds: float) -> Outcome:
+    exc = future.exception()
+    if exc is None:
+        return Outcome(name, "done", seconds)
+    if isinstance(exc, Cancelled):
+        return Outcome(name, "cancelled", seconds, exc)
+    if isinstance(exc, ExaprovError):
+        return Outcome(name, "failed", seconds, exc)
+    log.debug("step %s crashed", name, exc_info=exc)
+    return Outcome(name, "failed", seconds,
+                   ExaprovError(f"{name}: internal error: {type(exc).__name__}: {exc}"))
+
+
+def apply(steps: Sequence[Step], run: Run) -> RunResult:
+    """`up` (APPLY) or `plan`/`status` (PLAN): ensure every enabled step."""
+    active = [s for s in steps if s.enabled(run.cfg)]
+    by_name = {s.name: s for s in active}
+    outputs: dict[str, dict[str, Any]] = {}
+    outputs_mutex = threading.Lock()
+
+    def work(name: str) -> None:
+        step = by_name[name]
+        with outputs_mutex:
+            upstream = {r: outputs[r] for r in step.requires if r in outputs}
+        result = step.ensure(StepContext(run, step, upstream))
+        with outputs_mutex:
+            outputs[name] = result
+        if run.mode is Mode.APPLY:
+            run.writer.set_outputs(name, result)
+
+    graph = {s.name: {r for r in s.requires if r in by_name} for s in active}
+    return _walk(graph, work, run)
+
+
+def destroy(steps: Sequence[Step], run: Run) -> RunResult:
+    """`destroy`: every step's destroy, dependants first."""
+    by_name = {s.name: s for s in steps}
+    graph: dict[str, set[str]] = {s.name: set() for s in steps}
+    for s in steps:
+        for required in s.requires:
+            graph[required].add(s.name)  # a step goes only after what requires it is gone
+
+    def work(name: str) -> None:
+        step = by_name[name]
+        upstream = {r: run.state.outputs.get(r, {}) for r in step.requires}
+        step.destroy(StepContext(run, step, upstream))
+        if run.mode is Mode.APPLY:
+            run.writer.drop_outputs(name)
+
+    return _walk(graph, work, run)

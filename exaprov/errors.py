@@ -1,0 +1,81 @@
+"""The errors exaprov raises, and small helpers to read AWS error codes.
+
+Exit codes follow SPEC: 1 when something failed while talking to AWS, 2 when
+the input (config, flags, state file, lock) was wrong and nothing was changed.
+The CLI is the only place that turns these into messages and exit codes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ExaprovError(Exception):
+    """Base of every error exaprov reports to the user without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class InputError(ExaprovError):
+    """Bad input found before any change was made."""
+
+    exit_code = 2
+
+
+class ConfigError(InputError):
+    """The config file is invalid: one line per problem, each naming its key."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(problems))
+
+
+class StateError(InputError):
+    """The state file cannot be used as it is (corrupt, foreign, newer format)."""
+
+
+class LockedError(InputError):
+    """Another exaprov process holds the deployment's lock."""
+
+
+class AwsError(ExaprovError):
+    """An AWS call failed; names the step and the operation."""
+
+    def __init__(self, step: str, operation: str, code: str, message: str,
+                 hint: str | None = None) -> None:
+        self.step, self.operation, self.code = step, operation, code
+        super().__init__(f"{step}: {operation} failed ({code}): {message}", hint)
+
+
+class WaitTimeout(ExaprovError):
+    """A resource did not reach the state we waited for within the bound."""
+
+
+class Cancelled(ExaprovError):
+    """The user pressed Ctrl-C; work in flight was recorded."""
+
+    exit_code = 130
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a botocore ClientError, else None."""
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return response.get("Error", {}).get("Code")
+    return None
+
+
+_NOT_FOUND_SUFFIXES = (".NotFound", "NotFound", "NotFoundFault", "NoSuchEntity",
+                       "NoSuchBucket", "ResourceNotFoundException", "NotFoundException")
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """True for the many ways AWS says "no such resource"."""
+    code = error_code(exc) or ""
+    return code.endswith(_NOT_FOUND_SUFFIXES) or code in {"NoSuchKey", "DBSubnetGroupNotFoundFault"}

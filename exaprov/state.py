@@ -1,0 +1,316 @@
+"""The state record: what exaprov created, by logical address, and how it is stored.
+
+State is a cache and a trail, not the truth: every run re-checks recorded IDs
+live and falls back to a lookup by tag. It is written after every resource is
+created or deleted (and an *intent* before each create), so a process that dies
+mid-call leaves a trail rather than an orphan.
+
+`StateStore` is the interface; `LocalStateStore` keeps a JSON file with an atomic
+replace, a backup of the previous version, mode 0600 and a kernel lock on a
+separate file (renaming the state swaps its inode, so the lock cannot live on it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from exaprov import __version__
+from exaprov.errors import ExaprovError, LockedError, StateError
+
+FORMAT_VERSION = 1
+
+# Resource record statuses.
+INTENT = "intent"      # about to be created: kind, name and token are known, the ID not yet
+CREATED = "created"    # exists (or existed when last seen) with this ID
+DELETING = "deleting"  # a delete was issued
+FAILED = "failed"      # AWS reported the resource failed; the next `up` replaces it
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+class State:
+    """One deployment's state document."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    @classmethod
+    def new(cls, deployment: str, region: str) -> State:
+        return cls({
+            "format_version": FORMAT_VERSION,
+            "lineage": str(uuid.uuid4()),
+            "serial": 0,
+            "exaprov_version": __version__,
+            "deployment": deployment,
+            "region": region,
+            "account_id": None,
+            "resources": {},
+            "outputs": {},
+        })
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> State:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise StateError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise StateError(f"{where}: not an exaprov state (top level is not an object)")
+        version = data.get("format_version")
+        if isinstance(version, int) and version > FORMAT_VERSION:
+            raise StateError(
+                f"{where}: written by a newer exaprov (state format {version}, this exaprov "
+                f"reads up to {FORMAT_VERSION} — exaprov {__version__})",
+                hint="upgrade exaprov rather than let an older one guess")
+        required = {"format_version": int, "lineage": str, "serial": int, "deployment": str,
+                    "region": str, "resources": dict, "outputs": dict}
+        for key, typ in required.items():
+            if not isinstance(data.get(key), typ):
+                raise StateError(f"{where}: not an exaprov state ({key!r} missing or not "
+                                 f"a {typ.__name__})")
+        return cls(data)
+
+    def dumps(self) -> str:
+        return json.dumps(self.data, indent=2, sort_keys=True) + "\n"
+
+    def copy(self) -> State:
+        return State(copy.deepcopy(self.data))
+
+    @property
+    def lineage(self) -> str:
+        return self.data["lineage"]
+
+    @property
+    def serial(self) -> int:
+        return self.data["serial"]
+
+    @property
+    def resources(self) -> dict[str, dict[str, Any]]:
+        return self.data["resources"]
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        return self.data["outputs"]
+
+    def step_resources(self, step: str) -> dict[str, dict[str, Any]]:
+        """This step's records, keyed by logical name (the address minus `step.`)."""
+        prefix = step + "."
+        return {k[len(prefix):]: v for k, v in self.resources.items() if k.startswith(prefix)}
+
+
+class StateStore(Protocol):
+    """Where a deployment's state lives. A later backend (S3) keeps the same guarantees."""
+
+    location: str
+
+    def read(self) -> State | None: ...
+
+    def write(self, state: State) -> None: ...
+
+    def lock(self, command: str) -> contextlib.AbstractContextManager[dict[str, Any] | None]: ...
+
+
+class LocalStateStore:
+    """A JSON file on local disk: atomic replace, backup, 0600, kernel lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.backup_path = self.path.with_name(self.path.name + ".backup")
+        self.errored_path = self.path.with_name(self.path.stem + ".errored.json")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._last_text: str | None = None
+        self._lineage: str | None = None
+
+    def read(self) -> State | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot read ({exc.strerror})") from None
+        backup = (f"; the previous version is in {self.backup_path}"
+                  if self.backup_path.exists() else "; there is no backup")
+        if not text.strip():
+            raise StateError(f"{self.path}: the state file is empty (truncated?){backup}",
+                             hint="restore the backup, or run `exaprov state recover` "
+                                  "to rebuild it from tags")
+        try:
+            state = State.parse(text, str(self.path))
+        except StateError as exc:
+            exc.message += backup
+            exc.args = (exc.message,)
+            exc.hint = exc.hint or ("the file was left untouched; restore the backup, or "
+                                    "rebuild it from tags with `exaprov state recover`")
+            raise
+        self._last_text, self._lineage = text, state.lineage
+        return state
+
+    def write(self, state: State) -> None:
+        if self._lineage is not None and state.lineage != self._lineage:
+            raise StateError(f"{self.path}: refusing to write state of lineage {state.lineage} "
+                             f"over lineage {self._lineage} (an unrelated deployment)")
+        state.data["serial"] += 1
+        state.data["exaprov_version"] = __version__
+        text = state.dumps()
+        try:
+            _ensure_private_dir(self.path.parent)
+            if self._last_text is not None:
+                _atomic_write(self.backup_path, self._last_text)
+            _atomic_write(self.path, text)
+        except OSError as exc:
+            state.data["serial"] -= 1
+            self._write_errored(text)
+            raise ExaprovError(
+                f"{self.path}: could not save state ({exc.strerror}); it was saved to "
+                f"{self.errored_path} instead and exaprov stopped making changes",
+                hint=f"free space or fix permissions, then `cp {self.errored_path} {self.path}` "
+                     "and run the command again") from None
+        self._last_text, self._lineage = text, state.lineage
+
+    def _write_errored(self, text: str) -> None:
+        with contextlib.suppress(OSError):
+            _atomic_write(self.errored_path, text)
+
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[dict[str, Any] | None]:
+        """Hold the deployment's exclusive lock; yields the info of a stale holder, if any."""
+        _ensure_private_dir(self.lock_path.parent)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.fchmod(fd, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LockedError(_held_message(self.location, _read_info(fd)),
+                                  hint="wait for it to finish; if that process is gone the "
+                                       "kernel has already released the lock") from None
+            # Info left behind means the previous holder died without releasing.
+            stale = _read_info(fd) or None
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "command": command, "since": _now(), "exaprov_version": __version__}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+            os.fsync(fd)
+            try:
+                yield stale
+            finally:
+                os.ftruncate(fd, 0)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+def _read_info(fd: int) -> dict[str, Any]:
+    try:
+        raw = os.pread(fd, 65536, 0)
+        info = json.loads(raw) if raw.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _held_message(location: str, info: dict[str, Any]) -> str:
+    if not info:
+        return f"{location} is locked by another exaprov process"
+    return (f"{location} is locked by pid {info.get('pid')} on {info.get('host')} "
+            f"since {info.get('since')} (running: {info.get('command')})")
+
+
+def _ensure_private_dir(path: Path) -> None:
+    if not path.exists():
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, 0o700)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Temp file in the same folder, fsync, rename over, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)  # mkstemp already creates 0600; fchmod defends against odd umasks
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class StateWriter:
+    """The one writer of a run's state: steps report resources, this saves after each.
+
+    Steps run in threads; a mutex keeps each change-and-save whole.
+    """
+
+    def __init__(self, store: StateStore, state: State, dry_run: bool = False) -> None:
+        self.store = store
+        self.state = state
+        self.dry_run = dry_run
+        self._mutex = threading.Lock()
+
+    def record(self, address: str, **fields: Any) -> None:
+        with self._mutex:
+            current = self.state.resources.get(address, {})
+            updated = {**current, **{k: v for k, v in fields.items() if v is not None}}
+            if updated != current:
+                self.state.resources[address] = updated
+                self._save()
+
+    def remove(self, address: str) -> None:
+        with self._mutex:
+            if self.state.resources.pop(address, None) is not None:
+                self._save()
+
+    def set_outputs(self, step: str, outputs: dict[str, Any]) -> None:
+        with self._mutex:
+            if self.state.outputs.get(step) != outputs:
+                self.state.outputs[step] = outputs
+                self._save()
+
+    def drop_outputs(self, step: str) -> None:
+        with self._mutex:
+            if self.state.outputs.pop(step, None) is not None:
+                self._save()
+
+    def set_field(self, key: str, value: Any) -> None:
+        with self._mutex:
+            if self.state.data.get(key) != value:
+                self.state.data[key] = value
+                self._save()
+
+    def _save(self) -> None:
+        if not self.dry_run:
+            self.store.write(self.state)
+
+
+def default_state_path(name: str, sandbox: bool = False) -> Path:
+    # Sandbox deployments live apart from real ones (and from the emulator's own files).
+    base = Path("state") / "sandbox" / "deployments" if sandbox else Path("state")
+    return base / f"{name}.json"
+
+
+def command_line() -> str:
+    return " ".join(["exaprov", *sys.argv[1:]])[:200]

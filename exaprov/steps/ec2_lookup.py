@@ -1,0 +1,116 @@
+"""Finding a deployment's EC2 resources: one describe per type, by tag, then by recorded ID.
+
+Every EC2 resource exaprov creates carries `exaprov:deployment`, `exaprov:component`
+and `exaprov:resource` (its logical name) in its create call, so one describe
+filtered by the deployment tag finds them all, with or without a state file.
+A recorded ID whose tags were stripped by hand is still found by a second
+describe filtered by ID (a filter, not `...Ids=`, so a gone ID is no error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exaprov.aws import tag_dict, tag_list
+from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, StepContext
+from exaprov.errors import ExaprovError
+
+# operation -> (result key, ID key, ID filter name, filter parameter name)
+EC2_TYPES: dict[str, tuple[str, str, str, str]] = {
+    "describe_vpcs": ("Vpcs", "VpcId", "vpc-id", "Filters"),
+    "describe_subnets": ("Subnets", "SubnetId", "subnet-id", "Filters"),
+    "describe_internet_gateways": ("InternetGateways", "InternetGatewayId",
+                                   "internet-gateway-id", "Filters"),
+    "describe_route_tables": ("RouteTables", "RouteTableId", "route-table-id", "Filters"),
+    "describe_addresses": ("Addresses", "AllocationId", "allocation-id", "Filters"),
+    "describe_nat_gateways": ("NatGateways", "NatGatewayId", "nat-gateway-id", "Filter"),
+    "describe_security_groups": ("SecurityGroups", "GroupId", "group-id", "Filters"),
+    "describe_launch_templates": ("LaunchTemplates", "LaunchTemplateId",
+                                  "launch-template-id", "Filters"),
+    "describe_vpc_peering_connections": ("VpcPeeringConnections", "VpcPeeringConnectionId",
+                                         "vpc-peering-connection-id", "Filters"),
+}
+
+GONE_STATES = {"deleted", "deleting"}
+
+_PAGINATED = {"describe_vpcs", "describe_subnets", "describe_internet_gateways",
+              "describe_route_tables", "describe_nat_gateways", "describe_security_groups",
+              "describe_launch_templates", "describe_vpc_peering_connections"}
+
+
+class Ec2Items:
+    """The items of one EC2 type that belong to this step, by logical name."""
+
+    def __init__(self, ctx: StepContext, operation: str, kind: str) -> None:
+        self.ctx, self.operation, self.kind = ctx, operation, kind
+        key, self.id_key, id_filter, param = EC2_TYPES[operation]
+        items = _describe(ctx, operation, key, param,
+                          [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]},
+                           {"Name": f"tag:{TAG_COMPONENT}", "Values": [ctx.step]}])
+        seen = {i[self.id_key] for i in items}
+        lost = sorted({rec["id"] for rec in ctx.run.state.step_resources(ctx.step).values()
+                       if rec.get("kind") == kind and rec.get("id") and rec["id"] not in seen})
+        if lost:
+            items += _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": lost}])
+        # Deleted NAT gateways and peerings stay visible for a while; they are history.
+        self.items = [i for i in items if i.get("State") not in GONE_STATES]
+
+    def pick(self, logical: str) -> dict[str, Any] | None:
+        """The recorded ID if it still exists, else the one tagged with this logical name."""
+        recorded = self.ctx.recorded_id(logical)
+        for item in self.items:
+            if item[self.id_key] == recorded:
+                return item
+        for item in self.items:
+            if tag_dict(item.get("Tags")).get(TAG_RESOURCE) == logical:
+                return item
+        return None
+
+    def others(self, logicals: set[str]) -> list[dict[str, Any]]:
+        """Items of this type that no current logical name claims (for deletion)."""
+        claimed = {self.ctx.recorded_id(lg) for lg in logicals}
+        return [i for i in self.items
+                if i[self.id_key] not in claimed
+                and tag_dict(i.get("Tags")).get(TAG_RESOURCE) not in logicals]
+
+
+def _describe(ctx: StepContext, operation: str, key: str, param: str,
+              filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ec2 = ctx.aws.ec2
+    if operation in _PAGINATED:
+        pages = ctx.call(lambda: list(ec2.get_paginator(operation).paginate(**{param: filters})))
+        return [item for page in pages for item in page.get(key, [])]
+    return ctx.call(lambda: getattr(ec2, operation)(**{param: filters}))[key]
+
+
+def tag_specs(ctx: StepContext, resource_type: str, logical: str, name: str | None = None,
+              extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """TagSpecifications for a create call, so nothing exists untagged even for a moment."""
+    return [{"ResourceType": resource_type,
+             "Tags": tag_list(ctx.tags(logical, name=name, extra=extra))}]
+
+
+def reconcile_tags(ctx: StepContext, logical: str, kind: str, item: dict[str, Any],
+                   resource_id: str, name: str | None = None,
+                   extra: dict[str, str] | None = None) -> None:
+    """Put back tags exaprov manages that are missing or changed (others are left alone)."""
+    live = tag_dict(item.get("Tags"))
+    wanted = ctx.tags(logical, name=name, extra=extra)
+    missing = {k: v for k, v in wanted.items() if live.get(k) != v}
+    if missing:
+        ctx.update(logical, kind, "tags " + ", ".join(f"{k}={v}" for k, v in sorted(missing.items())),
+                   lambda: ctx.aws.ec2.create_tags(Resources=[resource_id],
+                                                   Tags=tag_list(missing)))
+
+
+def verify_gone(ctx: StepContext, kinds: dict[str, str]) -> None:
+    """Prove a destroy complete: a fresh describe by tag finds nothing of these types."""
+    if ctx.planning:
+        return
+    left = []
+    for operation, kind in kinds.items():
+        found = Ec2Items(ctx, operation, kind)
+        left += [f"{kind} {item[found.id_key]}" for item in found.items]
+    if left:
+        raise ExaprovError(f"{ctx.step}: still present after destroy: {', '.join(left)}",
+                           hint="run `exaprov destroy` again; if it persists, delete them by hand")

@@ -1,0 +1,103 @@
+"""Shared fixtures: moto as AWS, a call recorder (a botocore event hook), a work folder."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.handlers
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+from moto import mock_aws
+
+from exaprov.cli import main
+
+READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Lookup")
+REGION = "us-west-1"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Fake credentials, no real endpoint, no profile: nothing can reach real AWS."""
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
+                "EXAPROV_CRASH_AT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    # Polls and retries run 1000x faster than against AWS (the time-scale testing knob).
+    monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.001")
+
+
+class CallLog:
+    """Every AWS operation any client makes, recorded by a `before-call` event hook."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.calls.append((model.service_model.service_name, model.name))
+
+    def mutating(self) -> list[tuple[str, str]]:
+        return [c for c in self.calls if not c[1].startswith(READ_PREFIXES)]
+
+    def clear(self) -> None:
+        self.calls.clear()
+
+
+@pytest.fixture
+def calls() -> Iterator[CallLog]:
+    # BUILTIN_HANDLERS seed every new botocore session, so this sees exaprov's clients too.
+    log = CallLog()
+    handler = ("before-call", log)
+    botocore.handlers.BUILTIN_HANDLERS.append(handler)
+    try:
+        yield log
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(handler)
+
+
+@pytest.fixture
+def aws() -> Iterator[None]:
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def ec2(aws: None) -> Any:
+    return boto3.client("ec2", region_name=REGION)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    write_config({"name": "example"})
+    return work
+
+
+def write_config(data: dict[str, Any], path: str = "exaprov.yaml") -> Path:
+    Path(path).write_text(yaml.safe_dump(data))
+    return Path(path)
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def tagged(ec2: Any, operation: str, key: str, name: str = "example",
+           filter_param: str = "Filters") -> list[dict[str, Any]]:
+    """What EC2 holds of one type carrying the deployment's tag."""
+    items = getattr(ec2, operation)(**{filter_param: [
+        {"Name": "tag:exaprov:deployment", "Values": [name]}]})[key]
+    return [i for i in items if i.get("State") not in ("deleted", "deleting")]
+
+
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
