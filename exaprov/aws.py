@@ -8,9 +8,11 @@ boto3 is imported here, never by the CLI module, so `exaprov --help` stays fast.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -32,6 +34,8 @@ class Aws:
                  credentials: Mapping[str, str] | None = None) -> None:
         self.region = region
         self.endpoint_url = endpoint_url
+        if endpoint_url:
+            _bypass_proxy_for(endpoint_url)
         self.session = boto3.Session(profile_name=profile, region_name=region,
                                      **dict(credentials or {}))
         self._config = BotoConfig(
@@ -67,6 +71,15 @@ class Aws:
         if self._account_id is None:
             self._account_id = self.client("sts").get_caller_identity()["Account"]
         return self._account_id
+
+
+def _bypass_proxy_for(endpoint_url: str) -> None:
+    """A local emulator must be reached directly, never through an HTTP(S)_PROXY."""
+    host = urlparse(endpoint_url).hostname or ""
+    if host in ("127.0.0.1", "localhost", "::1") or host.startswith("127."):
+        current = os.environ.get("NO_PROXY", os.environ.get("no_proxy", ""))
+        if host not in current.split(","):
+            os.environ["NO_PROXY"] = ",".join(filter(None, [current, host]))
 
 
 def _log_call(model: Any, params: Mapping[str, Any], **_: Any) -> None:

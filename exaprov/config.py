@@ -47,7 +47,7 @@ SYSTEM_NODE_GROUPS = ("default", "scheduler", "module-repository", "prometheus")
 # kubernetes.io/... on subnets), so users get 40.
 MAX_USER_TAGS = 40
 NAME_MAX = 63
-CLUSTER_NAME_MAX = 29  # EKS allows 100, but the seed kept 29 so derived IAM names fit
+CLUSTER_NAME_MAX = 29  # SPEC and the seed: names AWS derives from the cluster's must still fit
 # The S3 bucket `module-repo-<id>-xxxxxxxx` must fit 63 characters; RDS `<id>-rds` (63) and the
 # IAM user `<id>-user` (64) then fit too.
 BACKEND_ID_MAX = 63 - len("module-repo-") - len("-xxxxxxxx")
@@ -237,7 +237,7 @@ def _tag_problems(tags: dict[str, str]) -> list[_Problem]:
     problems = []
     if len(tags) > MAX_USER_TAGS:
         problems.append(_Problem((), "too many tags", len(tags),
-                                 f"at most {MAX_USER_TAGS}; AWS allows 50, exaprov adds its own"))
+                                 f"at most {MAX_USER_TAGS} (AWS allows 50, exaprov adds its own)"))
     for key, value in tags.items():
         if not 1 <= len(key) <= 128:
             problems.append(_Problem((key,), "tag key must be 1-128 characters", key))
@@ -284,7 +284,7 @@ def _backend_id_problem(value: str) -> tuple[str, str] | None:
         return ("must be lowercase letters, digits and single hyphens, starting with a letter",
                 "it names the RDS instance, S3 bucket and IAM user")
     if len(value) > BACKEND_ID_MAX:
-        return (f"too long ({len(value)} characters)",
+        return (f"is {len(value)} characters long",
                 f"at most {BACKEND_ID_MAX}, so the bucket 'module-repo-<id>-xxxxxxxx' fits 63")
     return None
 
@@ -400,7 +400,7 @@ class RunnerPool(NodeGroupSpec):
             _fail("must be lowercase letters, digits and hyphens, not starting or ending with one",
                   v, "it becomes part of the node group name runner-<suffix>")
         if len("runner-" + v) > 63:
-            _fail(f"too long ({len(v)} characters)", v, "at most 56, so runner-<suffix> fits 63")
+            _fail(f"is {len(v)} characters long", v, "at most 56, so runner-<suffix> fits 63")
         return v
 
 
@@ -528,7 +528,7 @@ class ClusterConfig(_Model):
         if v and not _CLUSTER_NAME_RE.fullmatch(v):
             _fail("must be letters, digits and hyphens, starting with a letter", v)
         if len(v) > CLUSTER_NAME_MAX:
-            _fail(f"too long ({len(v)} characters)", v, f"at most {CLUSTER_NAME_MAX}")
+            _fail(f"is {len(v)} characters long", v, f"at most {CLUSTER_NAME_MAX}")
         return v
 
     @field_validator("cluster_version", mode="before")
@@ -664,7 +664,7 @@ class BackendConfig(_Model):
     def _version(cls, v: str) -> str:
         if re.fullmatch(r"\d+(\.\d+)+", v):
             _fail("must be a major version only: minor versions float with AWS auto-upgrades",
-                  v, f"write {v.split('.')[0]!r}")
+                  v, f'write postgres_version: "{v.split(".")[0]}"')
         if not v.isdigit() or int(v) not in POSTGRES_MAJORS:
             _fail("is not a PostgreSQL major version RDS offers", v,
                   f"{POSTGRES_MAJORS[0]} to {POSTGRES_MAJORS[-1]}, as a string like \"16\"")
@@ -719,7 +719,7 @@ class Config(_Model):
             _fail("must be lowercase letters, digits and single hyphens, starting with a letter "
                   "and not ending with a hyphen", v, "e.g. prod or team-a")
         if len(v) > NAME_MAX:
-            _fail(f"too long ({len(v)} characters)", v, f"at most {NAME_MAX}")
+            _fail(f"is {len(v)} characters long", v, f"at most {NAME_MAX}")
         return v
 
     @field_validator("region")
@@ -839,7 +839,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=deep)
             if key != "<<" and isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -860,7 +860,7 @@ def load_config(path: str | Path) -> Config:
     except OSError as exc:
         raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: still safe
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(exc)], source) from None
     if data is None:
@@ -876,5 +876,5 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     if mark is None:
-        return f"YAML error: {problem}"
-    return f"YAML syntax error at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        return f"invalid YAML: {problem}"
+    return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"

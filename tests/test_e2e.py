@@ -1,0 +1,98 @@
+"""End to end: the installed `exaprov` command as a subprocess, against emulators over HTTP."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import REGION, tagged
+
+pytestmark = pytest.mark.e2e
+
+
+def exaprov_command() -> list[str]:
+    """The installed console script (CI installs the package); `python -m` in a bare checkout."""
+    script = shutil.which("exaprov")
+    return [script] if script else [sys.executable, "-m", "exaprov"]
+
+
+def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*exaprov_command(), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exaprov {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented child may wait a moment for its reaper)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] != "Z"
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_server: str) -> None:
+    endpoint = ["--endpoint-url", moto_server]
+    run("init", cwd=tmp_path)
+    assert "name: example" in (tmp_path / "exaprov.yaml").read_text()
+
+    run("up", "--yes", *endpoint, cwd=tmp_path)
+    status = json.loads(run("status", "--output", "json", *endpoint, cwd=tmp_path).stdout)
+    assert status["in_sync"] is True
+    assert len(status["resources"]) == 16
+    assert all(r["live_id"] for r in status["resources"])
+
+    ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_server)
+    assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9
+
+    run("destroy", "--yes", *endpoint, cwd=tmp_path)
+    assert tagged(ec2, "describe_vpcs", "Vpcs") == []
+    assert tagged(ec2, "describe_subnets", "Subnets") == []
+    assert tagged(ec2, "describe_nat_gateways", "NatGateways", filter_param="Filter") == []
+
+
+def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path) -> None:
+    run("init", cwd=tmp_path)
+    try:
+        run("up", "--sandbox", "--yes", cwd=tmp_path)
+        status = json.loads(run("status", "--sandbox", "--output", "json", cwd=tmp_path).stdout)
+        assert status["in_sync"] is True and len(status["resources"]) == 16
+        record: dict[str, Any] = json.loads(
+            (tmp_path / "state" / "sandbox" / "server.json").read_text())
+        assert (tmp_path / "state" / "sandbox" / "deployments" / "example.json").exists()
+        assert not (tmp_path / "state" / "example.json").exists()  # apart from real deployments
+
+        ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=record["endpoint"])
+        assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1  # the emulator outlived `up`
+
+        run("destroy", "--sandbox", "--yes", cwd=tmp_path)
+        assert tagged(ec2, "describe_vpcs", "Vpcs") == []
+    finally:
+        stopped = run("sandbox", "stop", cwd=tmp_path)
+    assert "stopped" in stopped.stdout
+    assert not running(record["pid"])
+    sandbox_status = json.loads(run("sandbox", "status", "--output", "json", cwd=tmp_path).stdout)
+    assert sandbox_status == {"running": False}
