@@ -242,7 +242,8 @@ def sandbox() -> None:
 @handle_errors
 def sandbox_status(output: str) -> None:
     """Is the emulator running, and where."""
-    from exaprov import render, sandbox as sb
+    from exaprov import render
+    from exaprov import sandbox as sb
 
     info = sb.status()
     if output == "json":

@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from exaprov import engine
-from exaprov.config import Config, load_config
+from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import StateError
-from exaprov.state import LocalStateStore, State, StateStore, StateWriter, command_line
-from exaprov.state import default_state_path
+from exaprov.state import (
+    LocalStateStore,
+    State,
+    StateStore,
+    StateWriter,
+    command_line,
+    default_state_path,
+)
 from exaprov.timing import CancelToken
 
 log = logging.getLogger(__name__)
@@ -41,8 +47,9 @@ class Deployment:
     def __init__(self, target: Target) -> None:
         self.target = target
         self.cfg: Config = load_config(target.config_path)
-        if target.region:
-            self.cfg = self.cfg.model_copy(update={"region": target.region})
+        if target.region and target.region != self.cfg.region:
+            self.cfg = parse_config({**self.cfg.model_dump(), "region": target.region},
+                                    source="--region")
         path = target.state_path or default_state_path(self.cfg.name, sandbox=target.sandbox)
         self.store: StateStore = LocalStateStore(path)
         self._aws: Any = None

@@ -14,8 +14,14 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from botocore.exceptions import ClientError
-from tenacity import RetryError, Retrying, retry_if_exception, retry_if_result
-from tenacity import stop_after_delay, wait_exponential
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from exaprov.errors import WaitTimeout, error_code
 from exaprov.timing import CancelToken, scaled
