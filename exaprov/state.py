@@ -233,9 +233,15 @@ def _held_message(location: str, info: dict[str, Any]) -> str:
 
 
 def _ensure_private_dir(path: Path) -> None:
-    if not path.exists():
-        path.mkdir(parents=True, exist_ok=True)
-        os.chmod(path, 0o700)
+    """Create missing folders 0700 whatever the umask; folders that exist are the user's."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir()
+        os.chmod(folder, 0o700)
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -277,6 +283,14 @@ class StateWriter:
             updated = {**current, **{k: v for k, v in fields.items() if v is not None}}
             if updated != current:
                 self.state.resources[address] = updated
+                self._save()
+
+    def replace(self, address: str, **fields: Any) -> None:
+        """Start a record afresh (an intent must not inherit the ID of a vanished resource)."""
+        with self._mutex:
+            record = {k: v for k, v in fields.items() if v is not None}
+            if self.state.resources.get(address) != record:
+                self.state.resources[address] = record
                 self._save()
 
     def remove(self, address: str) -> None:

@@ -282,6 +282,25 @@ def test_destroy_runs_dependants_first_with_upstream_from_state(tmp_path: Path) 
     assert on_disk(tmp_path)["outputs"] == {}
 
 
+def test_a_failed_destroy_skips_what_it_requires(tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    def record(ctx: StepContext) -> None:
+        ran.append(ctx.step)
+
+    def stuck(ctx: StepContext) -> None:
+        raise ExaprovError("subnets: still in use")
+
+    run = make_run(tmp_path)
+    result = destroy([step("vpc", (), destroy=record),
+                      step("subnets", ("vpc",), destroy=stuck),
+                      step("db", ("subnets",), destroy=record)], run)
+
+    assert {n: o.status for n, o in result.outcomes.items()} == {
+        "db": "done", "subnets": "failed", "vpc": "skipped"}
+    assert ran == ["db"]
+
+
 # -- StepContext.create ----------------------------------------------------------------
 
 
@@ -331,6 +350,22 @@ def test_create_reuses_the_token_of_a_leftover_intent(tmp_path: Path) -> None:
     # Once created, a recreate (the resource vanished) must not replay the old token.
     context(reload_run(tmp_path)).create("vpc", "vpc", works)
     assert tokens[2] != tokens[0]
+
+
+def test_an_intent_for_a_recreate_does_not_keep_the_vanished_id(tmp_path: Path) -> None:
+    ctx = context(make_run(tmp_path))
+    ctx.found("vpc", "vpc", "vpc-old", cidr="10.0.0.0/16")
+    during: dict[str, Any] = {}
+
+    def create_vpc(token: str) -> str:
+        during["record"] = on_disk(tmp_path)["resources"]["s.vpc"]
+        return "vpc-new"
+
+    ctx.create("vpc", "vpc", create_vpc)
+    # A crash here must not leave state claiming vpc-old is being created.
+    assert during["record"]["status"] == INTENT
+    assert "id" not in during["record"]
+    assert "cidr" not in during["record"]
 
 
 def test_create_in_plan_mode_only_records_a_change(tmp_path: Path) -> None:

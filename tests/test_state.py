@@ -214,6 +214,10 @@ def test_a_held_lock_refuses_a_second_holder_at_once(tmp_path: Path) -> None:
         assert f"pid {os.getpid()}" in err.message
         assert socket.gethostname() in err.message
         assert "exaprov up --yes" in err.message
+        # The refused attempt closed its own descriptor without releasing ours.
+        with pytest.raises(LockedError):
+            with LocalStateStore(path).lock("exaprov destroy"):
+                pass
 
     # Released: the next holder gets it, and sees no stale info.
     with LocalStateStore(path).lock("exaprov destroy") as stale:
@@ -329,3 +333,14 @@ def test_the_writer_is_thread_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(saved.resources) == total
     assert saved.resources["s.r7-49"] == {"kind": "thing", "id": "id-7-49"}
     assert listing(tmp_path) == ["s.json", "s.json.backup"]
+
+
+def test_missing_parent_folders_are_created_private(tmp_path: Path) -> None:
+    old = os.umask(0)
+    try:
+        store = LocalStateStore(tmp_path / "a" / "b" / "s.json")
+        store.write(State.new("t", "us-west-1"))
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "a", tmp_path / "a" / "b"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
