@@ -1,0 +1,173 @@
+"""Faults real AWS produces and moto does not, injected with botocore event hooks.
+
+Each test names the real behaviour it stands for. The hooks sit on exaprov's own
+clients (through `Deployment.aws`) or on every new session (the `calls` idea in
+conftest), never on the network.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import botocore.handlers
+import pytest
+from botocore.exceptions import ClientError
+
+import exaprov.engine
+from tests.conftest import cli, tagged
+from tests.test_network import NONE, ONE_OF_EACH, census
+
+# Every create a network `up` makes, by address (the engine's crash checkpoints).
+ADDRESSES = ["network.vpc", *(f"network.subnet-{t}-{n}" for t in ("private", "public", "database")
+                              for n in (1, 2, 3)),
+             "network.igw", "network.public-rt", "network.private-rt", "network.db-subnet-group",
+             "nat.eip", "nat.nat"]
+
+
+class SimulatedCrash(BaseException):
+    """Stands for SIGKILL at a checkpoint: nothing after it runs, no state is written."""
+
+
+@pytest.fixture
+def hooks() -> Any:
+    """Register `before-call` hooks on every botocore session created during the test."""
+    added: list[tuple[str, Callable[..., Any]]] = []
+
+    def add(handler: Callable[..., Any]) -> None:
+        entry = ("before-call", handler)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        added.append(entry)
+
+    yield add
+    for entry in added:
+        botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+
+
+def client_error(code: str, operation: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, operation)
+
+
+@pytest.mark.parametrize("point", ["before_create", "after_create"])
+@pytest.mark.parametrize("address", ADDRESSES)
+def test_a_crash_at_any_create_is_finished_by_the_next_up(
+        workdir: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch, point: str,
+        address: str) -> None:
+    """F1/F2: the process dies right after AWS made the resource (or right before the call);
+    the next `up` adopts it by tag/name (or creates it once) and nothing is duplicated."""
+    target = f"{point}:{address}"
+
+    def crash_at(name: str) -> None:
+        if name == target:
+            raise SimulatedCrash(name)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(exaprov.engine, "checkpoint", crash_at)
+        assert cli("up", "--yes").exit_code != 0
+    record = json.loads(Path("state/example.json").read_text())["resources"][address]
+    assert record["status"] == "intent" and record["token"]
+
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert census(ec2) == ONE_OF_EACH
+    state = json.loads(Path("state/example.json").read_text())["resources"]
+    assert state[address]["status"] == "created"
+    assert cli("destroy", "--yes").exit_code == 0
+    assert census(ec2) == NONE
+
+
+def test_ids_not_yet_visible_after_create_are_retried(workdir: Path, ec2: Any, hooks: Any) -> None:
+    """F6: EC2 answers InvalidVpcID.NotFound for a moment after CreateVpc returns."""
+    refusals = {"ModifyVpcAttribute": 2, "AttachInternetGateway": 2}
+
+    def not_yet(model: Any, **_: Any) -> None:
+        if refusals.get(model.name, 0) > 0:
+            refusals[model.name] -= 1
+            code = "InvalidVpcID.NotFound" if model.name == "ModifyVpcAttribute" \
+                else "InvalidInternetGatewayID.NotFound"
+            raise client_error(code, model.name)
+
+    hooks(not_yet)
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert refusals == {"ModifyVpcAttribute": 0, "AttachInternetGateway": 0}
+    vpc = tagged(ec2, "describe_vpcs", "Vpcs")[0]
+    assert ec2.describe_vpc_attribute(VpcId=vpc["VpcId"], Attribute="enableDnsHostnames")[
+        "EnableDnsHostnames"]["Value"] is True
+    assert tagged(ec2, "describe_internet_gateways", "InternetGateways")[0]["Attachments"]
+
+
+def test_dependency_violation_while_enis_linger_is_waited_out(
+        workdir: Path, ec2: Any, hooks: Any) -> None:
+    """F7: after a NAT gateway is deleted its ENI lingers; DeleteSubnet and DeleteVpc fail
+    with DependencyViolation for a while, then succeed."""
+    assert cli("up", "--yes").exit_code == 0
+    refusals = {"DeleteSubnet": 3, "DeleteVpc": 3, "DetachInternetGateway": 2}
+
+    def lingering(model: Any, **_: Any) -> None:
+        if refusals.get(model.name, 0) > 0:
+            refusals[model.name] -= 1
+            raise client_error("DependencyViolation", model.name)
+
+    hooks(lingering)
+    result = cli("destroy", "--yes")
+    assert result.exit_code == 0, result.output
+    assert set(refusals.values()) == {0}
+    assert census(ec2) == NONE
+
+
+def test_a_dependency_that_never_clears_is_reported_and_state_kept(
+        workdir: Path, ec2: Any, hooks: Any) -> None:
+    """F7 past the deadline: destroy stops with the blocking error, the VPC stays recorded."""
+    assert cli("up", "--yes").exit_code == 0
+
+    def never(model: Any, **_: Any) -> None:
+        if model.name == "DeleteVpc":
+            raise client_error("DependencyViolation", model.name)
+
+    hooks(never)
+    result = cli("destroy", "--yes")
+    assert result.exit_code == 1
+    assert "DependencyViolation" in result.output and "DeleteVpc" in result.output
+    state = json.loads(Path("state/example.json").read_text())["resources"]
+    assert list(state) == ["network.vpc"]
+    assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
+
+
+def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
+        workdir: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """F25: a NAT gateway stays `pending` for minutes on AWS; Ctrl-C while exaprov waits
+    records what was made and exits 130 with a message to run again."""
+    monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.05")  # a 30 s bound: the wait outlasts the signal
+    interrupted = []
+
+    def still_pending(params: Any, **_: Any) -> None:
+        waiting = any(f["Name"] == "nat-gateway-id" for f in params.get("Filter", []))
+        if waiting and not interrupted:
+            interrupted.append(True)
+            # What the terminal's Ctrl-C does: SIGINT to the main thread.
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+    def pending_nat(parsed: Any, model: Any, **_: Any) -> None:
+        for nat in parsed.get("NatGateways", []):
+            nat["State"] = "pending"
+
+    entries = [("before-parameter-build.ec2.DescribeNatGateways", still_pending),
+               ("after-call.ec2.DescribeNatGateways", pending_nat)]
+    botocore.handlers.BUILTIN_HANDLERS.extend(entries)
+    try:
+        result = cli("up", "--yes")
+    finally:
+        for entry in entries:
+            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+    assert result.exit_code == 130, result.output
+    assert "Run `exaprov up` again to continue" in result.output
+    assert "Traceback" not in result.output
+    state = json.loads(Path("state/example.json").read_text())["resources"]
+    assert state["nat.nat"]["status"] == "created"
+    assert cli("up", "--yes").exit_code == 0
+    assert census(ec2) == ONE_OF_EACH
