@@ -238,7 +238,8 @@ class StepContext:
         token = (recorded or {}).get("token") if (recorded or {}).get("status") == INTENT \
             else None
         token = token or uuid.uuid4().hex
-        self.run.writer.replace(address, kind=kind, status=INTENT, token=token, name=name)
+        self.run.writer.record(address, fresh=True, kind=kind, status=INTENT, token=token,
+                               name=name)
         self.report(f"creating {kind} {name or logical}")
         checkpoint(f"before_create:{address}")
         resource_id = self.call(create, token)

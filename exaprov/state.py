@@ -277,20 +277,15 @@ class StateWriter:
         self.dry_run = dry_run
         self._mutex = threading.Lock()
 
-    def record(self, address: str, **fields: Any) -> None:
+    def record(self, address: str, *, fresh: bool = False, **fields: Any) -> None:
+        """Merge fields into a resource's record; `fresh` starts it anew (an intent must
+        not inherit the ID of a vanished resource)."""
         with self._mutex:
             current = self.state.resources.get(address, {})
-            updated = {**current, **{k: v for k, v in fields.items() if v is not None}}
+            base = {} if fresh else current
+            updated = {**base, **{k: v for k, v in fields.items() if v is not None}}
             if updated != current:
                 self.state.resources[address] = updated
-                self._save()
-
-    def replace(self, address: str, **fields: Any) -> None:
-        """Start a record afresh (an intent must not inherit the ID of a vanished resource)."""
-        with self._mutex:
-            record = {k: v for k, v in fields.items() if v is not None}
-            if self.state.resources.get(address) != record:
-                self.state.resources[address] = record
                 self._save()
 
     def remove(self, address: str) -> None:
