@@ -20,6 +20,8 @@ from exaprov.engine import Change, Observed, Outcome, RunResult
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, soft_wrap=True)
+if not out.is_terminal:
+    out.width = max(out.width, 160)  # piped or logged: keep IDs on one line rather than fold at 80
 
 
 class ProgressReporter:
