@@ -64,6 +64,16 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 logging.getLogger("exaprov").exception("error")
             _print_error(exc)
             sys.exit(exc.exit_code)
+        except Exception as exc:
+            if not type(exc).__module__.startswith("botocore"):
+                raise
+            # Credentials, profile, endpoint or an AWS refusal outside any step.
+            if debug:
+                logging.getLogger("exaprov").exception("error")
+            code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
+            _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
+                                      "--endpoint-url and your credentials"))
+            sys.exit(code)
         except KeyboardInterrupt:
             click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
                        "command again to continue.", err=True)
@@ -71,6 +81,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             os._exit(EXIT_INTERRUPTED)  # worker threads may sit in an AWS call: do not join
 
     return wrapper
+
+
+# botocore errors that mean the user's AWS setup is wrong, found before any change.
+_SETUP_ERRORS = {"ProfileNotFound", "NoCredentialsError", "PartialCredentialsError",
+                 "NoRegionError", "InvalidEndpointURL", "InvalidRegionError"}
 
 
 def _print_error(exc: ExaprovError) -> None:
@@ -108,14 +123,10 @@ def _finish(result: Any, verb: str) -> None:
                    f"Run `exaprov {verb}` again to continue.", err=True)
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
-        for outcome in result.failed:
-            _print_error(outcome.error)
         skipped = [n for n, o in result.outcomes.items() if o.status == "skipped"]
-        if skipped:
-            click.echo(f"not started: {', '.join(skipped)}", err=True)
-        click.echo(f"Everything done so far is recorded; run `exaprov {verb}` again to "
-                   "continue.", err=True)
-        sys.exit(max(o.error.exit_code for o in result.failed if o.error))
+        not_started = f"not started: {', '.join(skipped)}\n" if skipped else ""
+        _exit_on_failure(result, f"{not_started}Everything done so far is recorded; run "
+                                 f"`exaprov {verb}` again to continue.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -273,8 +284,14 @@ def _confirm(question: str) -> bool:
 
 
 def _fail_if_failed(result: Any) -> None:
-    failed = [o for o in result.outcomes.values() if o.error is not None]
-    if failed:
-        for outcome in failed:
-            _print_error(outcome.error)
-        sys.exit(max(o.error.exit_code for o in failed))
+    if result.failed:
+        _exit_on_failure(result, "")
+
+
+def _exit_on_failure(result: Any, then: str) -> None:
+    """Print each failed step's error (and `then`), exit with the gravest code."""
+    for outcome in result.failed:
+        _print_error(outcome.error)
+    if then:
+        click.echo(then, err=True)
+    sys.exit(max(o.error.exit_code for o in result.failed if o.error))

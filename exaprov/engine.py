@@ -340,7 +340,9 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         run.reporter.started(name)
         running[pool.submit(work, name)] = (name, time.monotonic())
 
-    with ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step") as pool:
+    pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step")
+    abandon = False
+    try:
         while sorter.is_active() and not (stop and not running):
             if not stop:
                 for name in sorter.get_ready():
@@ -351,7 +353,8 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
                 if run.cancel.cancelled:
-                    raise  # second Ctrl-C: the caller exits at once; state is already valid
+                    abandon = True  # second Ctrl-C: do not wait for calls in flight
+                    raise
                 # First Ctrl-C: let running steps record and stop at their next poll.
                 run.cancel.cancel()
                 stop = True
@@ -365,6 +368,8 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
                     sorter.done(name)
                 else:
                     stop = True
+    finally:
+        pool.shutdown(wait=not abandon, cancel_futures=True)
     for name in graph:
         outcomes.setdefault(name, Outcome(name, "skipped"))
     return RunResult(outcomes, list(run.changes), list(run.observed.values()))

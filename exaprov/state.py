@@ -110,7 +110,9 @@ class State:
     def step_resources(self, step: str) -> dict[str, dict[str, Any]]:
         """This step's records, keyed by logical name (the address minus `step.`)."""
         prefix = step + "."
-        return {k[len(prefix):]: v for k, v in self.resources.items() if k.startswith(prefix)}
+        # list() copies atomically: other steps' threads may be recording meanwhile.
+        return {k[len(prefix):]: v for k, v in list(self.resources.items())
+                if k.startswith(prefix)}
 
 
 class StateStore(Protocol):

@@ -174,3 +174,28 @@ def test_help_does_not_import_boto3_or_pydantic() -> None:
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_unknown_profile_is_a_message_not_a_traceback(workdir: Path) -> None:
+    result = cli("plan", "--profile", "no-such-profile")
+    assert result.exit_code == 2
+    assert "no-such-profile" in result.output and "Traceback" not in result.output
+
+
+def test_a_failed_step_names_itself_and_what_was_not_started(
+        workdir: Path, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AWS refusing a create: exit 1, the step and operation named, dependants not started."""
+    from botocore.exceptions import ClientError
+
+    import exaprov.steps.network as network
+
+    def refuse(ctx: Any) -> str:
+        raise ClientError({"Error": {"Code": "VpcLimitExceeded", "Message": "too many"}},
+                          "CreateVpc")
+
+    monkeypatch.setattr(network, "ensure_vpc", lambda ctx: ctx.call(refuse, ctx))
+    result = cli("up", "--yes")
+    assert result.exit_code == 1
+    assert "network: CreateVpc failed (VpcLimitExceeded): too many" in result.output
+    assert "not started: nat" in result.output
+    assert "run `exaprov up` again" in result.output

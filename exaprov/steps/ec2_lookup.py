@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exaprov.aws import tag_dict, tag_list
+from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, StepContext
 from exaprov.errors import ExaprovError
 
@@ -31,17 +31,16 @@ EC2_TYPES: dict[str, tuple[str, str, str, str]] = {
                                          "vpc-peering-connection-id", "Filters"),
 }
 
-GONE_STATES = {"deleted", "deleting"}
+GONE_STATES = frozenset({"deleted", "deleting"})
 
-_PAGINATED = {"describe_vpcs", "describe_subnets", "describe_internet_gateways",
-              "describe_route_tables", "describe_nat_gateways", "describe_security_groups",
-              "describe_launch_templates", "describe_vpc_peering_connections"}
+_PAGINATED = set(EC2_TYPES) - {"describe_addresses"}  # DescribeAddresses does not page
 
 
 class Ec2Items:
     """The items of one EC2 type that belong to this step, by logical name."""
 
-    def __init__(self, ctx: StepContext, operation: str, kind: str) -> None:
+    def __init__(self, ctx: StepContext, operation: str, kind: str,
+                 gone: frozenset[str] = GONE_STATES) -> None:
         self.ctx, self.operation, self.kind = ctx, operation, kind
         key, self.id_key, id_filter, param = EC2_TYPES[operation]
         items = _describe(ctx, operation, key, param,
@@ -53,7 +52,7 @@ class Ec2Items:
         if lost:
             items += _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": lost}])
         # Deleted NAT gateways and peerings stay visible for a while; they are history.
-        self.items = [i for i in items if i.get("State") not in GONE_STATES]
+        self.items = [i for i in items if i.get("State") not in gone]
 
     def pick(self, logical: str) -> dict[str, Any] | None:
         """The recorded ID if it still exists, else the one tagged with this logical name."""
@@ -78,8 +77,7 @@ def _describe(ctx: StepContext, operation: str, key: str, param: str,
               filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ec2 = ctx.aws.ec2
     if operation in _PAGINATED:
-        pages = ctx.call(lambda: list(ec2.get_paginator(operation).paginate(**{param: filters})))
-        return [item for page in pages for item in page.get(key, [])]
+        return ctx.call(lambda: paginate(ec2, operation, key, **{param: filters}))
     return ctx.call(lambda: getattr(ec2, operation)(**{param: filters}))[key]
 
 

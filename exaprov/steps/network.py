@@ -24,7 +24,8 @@ from botocore.exceptions import ClientError
 
 from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
-from exaprov.errors import InputError, error_code, is_not_found
+from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.state import FAILED
 from exaprov.steps.ec2_lookup import Ec2Items, reconcile_tags, tag_specs, verify_gone
 
 TIERS = (("private", 1), ("public", 4), ("database", 7))  # tier, index of its first /+4 block
@@ -258,19 +259,21 @@ def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str])
 
 def find_db_subnet_group(ctx: StepContext, name: str) -> dict[str, Any] | None:
     try:
-        return ctx.aws.rds.describe_db_subnet_groups(DBSubnetGroupName=name)["DBSubnetGroups"][0]
-    except ClientError as exc:
-        if is_not_found(exc):
+        return ctx.call(lambda: ctx.aws.rds.describe_db_subnet_groups(
+            DBSubnetGroupName=name))["DBSubnetGroups"][0]
+    except AwsError as exc:
+        if exc.__cause__ is not None and is_not_found(exc.__cause__):
             return None
         raise
 
 
 def destroy_network(ctx: StepContext) -> None:
     ec2 = ctx.aws.ec2
-    name = ctx.cfg.network.vpc_name.lower()
-    group_id = name if find_db_subnet_group(ctx, name) else None
-    ctx.delete("db-subnet-group", "rds:db-subnet-group", group_id,
-               lambda n: ctx.aws.rds.delete_db_subnet_group(DBSubnetGroupName=n))
+    # The recorded name too: the group of a since-renamed VPC must not be left behind.
+    names = {ctx.cfg.network.vpc_name.lower(), ctx.recorded_id("db-subnet-group")} - {None}
+    for name in sorted(n for n in names if n and find_db_subnet_group(ctx, n)):
+        ctx.delete("db-subnet-group", "rds:db-subnet-group", name,
+                   lambda n: ctx.aws.rds.delete_db_subnet_group(DBSubnetGroupName=n))
 
     for table in Ec2Items(ctx, "describe_route_tables", "ec2:route-table").items:
         def delete_table(rt_id: str, t: dict[str, Any] = table) -> None:
@@ -303,6 +306,9 @@ def destroy_network(ctx: StepContext) -> None:
                                                  lambda: ec2.delete_vpc(VpcId=vid)))
     for logical in ctx.recorded_logicals():  # recorded, but already gone from AWS
         ctx.forget(logical)
+    left = sorted(n for n in names if n and find_db_subnet_group(ctx, n))
+    if left:
+        raise ExaprovError(f"network: DB subnet group {', '.join(left)} still present after destroy")
     verify_gone(ctx, {"describe_vpcs": "ec2:vpc", "describe_subnets": "ec2:subnet",
                       "describe_internet_gateways": "ec2:internet-gateway",
                       "describe_route_tables": "ec2:route-table"})
@@ -352,32 +358,41 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
     private_rt = net["private_route_table_ids"][0]
     table: dict[str, Any] = {"RouteTableId": private_rt, "Routes": []}
     if not is_unknown(private_rt):
-        table = ctx.call(lambda: ec2.describe_route_tables(
-            Filters=[{"Name": "route-table-id", "Values": [private_rt]}]))["RouteTables"][0]
+        tables = ctx.call(lambda: ec2.describe_route_tables(
+            Filters=[{"Name": "route-table-id", "Values": [private_rt]}]))["RouteTables"]
+        if not tables:
+            raise ExaprovError(f"nat: the private route table {private_rt} is gone",
+                               hint="run `exaprov up` again: the network step recreates it")
+        table = tables[0]
     # Pointing the private default route at a new NAT gateway is part of creating it.
     ensure_route(ctx, "nat", table, ANYWHERE, "NatGatewayId", nat_id, initial=created)
     return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id}
 
 
-def wait_for_nat(ctx: StepContext, nat_id: str) -> None:
-    def probe() -> dict[str, Any]:
-        found = ctx.aws.ec2.describe_nat_gateways(
-            Filter=[{"Name": "nat-gateway-id", "Values": [nat_id]}])["NatGateways"]
-        return found[0] if found else {"State": "pending"}  # not yet visible: still creating
+def describe_nat(ctx: StepContext, nat_id: str, absent: str) -> dict[str, Any]:
+    """One NAT gateway by ID; `absent` is the state to assume when EC2 does not list it."""
+    found = ctx.aws.ec2.describe_nat_gateways(
+        Filter=[{"Name": "nat-gateway-id", "Values": [nat_id]}])["NatGateways"]
+    return found[0] if found else {"State": absent}
 
-    nat = ctx.wait_until(f"NAT gateway {nat_id}", probe,
+
+def wait_for_nat(ctx: StepContext, nat_id: str) -> None:
+    # Not yet listed right after the create: still creating.
+    nat = ctx.wait_until(f"NAT gateway {nat_id}", lambda: describe_nat(ctx, nat_id, "pending"),
                          lambda n: n["State"] in ("available", "failed", "deleted"),
                          timeout=NAT_CREATE_TIMEOUT, interval=10, describe=lambda n: n["State"])
     if nat["State"] != "available":
-        ctx.run.writer.record(ctx.address("nat"), status="failed")
-        raise InputError(f"nat: NAT gateway {nat_id} {nat['State']}: "
+        ctx.run.writer.record(ctx.address("nat"), status=FAILED)
+        raise ExaprovError(f"nat: NAT gateway {nat_id} {nat['State']}: "
                          f"{nat.get('FailureMessage', 'no reason given')}",
                          hint="run `exaprov up` again to replace it")
 
 
 def destroy_nat(ctx: StepContext) -> None:
     ec2 = ctx.aws.ec2
-    for nat in Ec2Items(ctx, "describe_nat_gateways", "ec2:natgateway").items:
+    # Include NAT gateways a crashed destroy left `deleting`: their EIP frees only once deleted.
+    for nat in Ec2Items(ctx, "describe_nat_gateways", "ec2:natgateway",
+                        gone=frozenset({"deleted"})).items:
         ctx.delete(_logical(ctx, nat, "NatGatewayId"), "ec2:natgateway", nat["NatGatewayId"],
                    lambda nid: _delete_nat(ctx, nid))
     for eip in Ec2Items(ctx, "describe_addresses", "ec2:elastic-ip").items:
@@ -385,7 +400,7 @@ def destroy_nat(ctx: StepContext) -> None:
         ctx.delete(_logical(ctx, eip, "AllocationId"), "ec2:elastic-ip", eip["AllocationId"],
                    lambda aid: ctx.retry_while(
                        f"release {aid}", lambda: ec2.release_address(AllocationId=aid),
-                       {"InvalidIPAddress.InUse", "AuthFailure"}, timeout=NAT_DELETE_TIMEOUT))
+                       {"InvalidIPAddress.InUse"}, timeout=NAT_DELETE_TIMEOUT))
     for logical in ctx.recorded_logicals():
         ctx.forget(logical)
     verify_gone(ctx, {"describe_nat_gateways": "ec2:natgateway",
@@ -395,13 +410,8 @@ def destroy_nat(ctx: StepContext) -> None:
 def _delete_nat(ctx: StepContext, nat_id: str) -> None:
     ec2 = ctx.aws.ec2
     ec2.delete_nat_gateway(NatGatewayId=nat_id)
-
-    def probe() -> str:
-        found = ec2.describe_nat_gateways(
-            Filter=[{"Name": "nat-gateway-id", "Values": [nat_id]}])["NatGateways"]
-        return found[0]["State"] if found else "deleted"
-
-    ctx.wait_until(f"NAT gateway {nat_id} to delete", probe, lambda s: s == "deleted",
+    ctx.wait_until(f"NAT gateway {nat_id} to delete",
+                   lambda: describe_nat(ctx, nat_id, "deleted")["State"], lambda s: s == "deleted",
                    timeout=NAT_DELETE_TIMEOUT, interval=10)
 
 
