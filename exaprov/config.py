@@ -425,6 +425,12 @@ def _iam_arn_problem(arn: str, *kinds: str) -> tuple[str, str] | None:
     return f"is not an IAM {'/'.join(kinds)} ARN", f"write {shapes}"
 
 
+def _require_iam_arn(arn: str, *kinds: str) -> str:
+    if problem := _iam_arn_problem(arn, *kinds):
+        _fail(problem[0], arn, problem[1])
+    return arn
+
+
 class _AwsAuthEntry(_Model):
     username: str
     groups: list[str] = Field(default_factory=list)
@@ -445,9 +451,7 @@ class AwsAuthRole(_AwsAuthEntry):
     @field_validator("rolearn")
     @classmethod
     def _arn(cls, v: str) -> str:
-        if problem := _iam_arn_problem(v, "role"):
-            _fail(problem[0], v, problem[1])
-        return v
+        return _require_iam_arn(v, "role")
 
 
 class AwsAuthUser(_AwsAuthEntry):
@@ -458,9 +462,7 @@ class AwsAuthUser(_AwsAuthEntry):
     @field_validator("userarn")
     @classmethod
     def _arn(cls, v: str) -> str:
-        if problem := _iam_arn_problem(v, "user"):
-            _fail(problem[0], v, problem[1])
-        return v
+        return _require_iam_arn(v, "user")
 
 
 class NetworkConfig(_Model):
