@@ -1,10 +1,13 @@
 """exaprov's own local AWS emulator: moto's server plus what moto lacks.
 
 This is the emulator `--sandbox` runs in a background process and the tests
-share, so that both see the same behaviour. Later work teaches it real AWS
-behaviour that moto skips (the EKS cluster's primary security group, Auto
-Scaling groups behind managed node groups, CREATING durations, a latency
-model); all of that hooks in through `install_extensions()`.
+share, so that both see the same behaviour. `install_extensions()` teaches
+moto's EKS what real EKS does and moto skips: the cluster's primary security
+group, a unique OIDC issuer per cluster, a real Auto Scaling group (and EKS's
+own launch template) behind every managed node group, CREATING / UPDATING /
+DELETING durations, version upgrades, endpoint and logging updates, update
+records, and access entries. Durations come from `configure_durations()` (tests)
+or the `EXAPROV_EMULATOR_*_SECONDS` environment variables (`serve()`).
 
 Run it as `python -m exaprov.emulator --host 127.0.0.1 --port 0 --ready-file PATH`.
 It only ever binds a loopback address: the sandbox must never be reachable
@@ -14,11 +17,17 @@ from another machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import ipaddress
+import json
+import math
 import os
+import re
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,14 +48,1301 @@ def install_extensions() -> None:
 
     The one extension point for behaviour moto lacks, called by the server entry
     point and by in-process test fixtures alike so both emulate the same AWS.
-    Nothing needs patching yet.
+    Only moto's EKS classes are patched; EC2 and Auto Scaling are used through
+    their backends, so every other service behaves exactly as moto ships it.
     """
     global _extensions_installed
     with _extensions_lock:
         if _extensions_installed:
             return
+        try:
+            _install_eks()
+        except ImportError as exc:
+            raise ExaprovError(MOTO_MISSING) from exc
         _extensions_installed = True
 
+
+# -- clock and durations -------------------------------------------------------------
+
+DURATION_KEYS = ("cluster_create", "cluster_delete", "cluster_update",
+                 "nodegroup_create", "nodegroup_delete", "nodegroup_update")
+DURATION_ENV = {key: f"EXAPROV_EMULATOR_{key.upper()}_SECONDS" for key in DURATION_KEYS}
+_durations: dict[str, float] = dict.fromkeys(DURATION_KEYS, 0.0)
+
+
+def _now() -> float:
+    """The emulator's clock; tests monkeypatch it instead of sleeping."""
+    return time.monotonic()
+
+
+def configure_durations(cluster_create: float = 0.0, cluster_delete: float = 0.0,
+                        nodegroup_create: float = 0.0, nodegroup_delete: float = 0.0,
+                        cluster_update: float = 0.0, nodegroup_update: float = 0.0) -> None:
+    """How long (wall-clock seconds) clusters and node groups stay CREATING, UPDATING, DELETING.
+
+    Real EKS takes ~10 min to create a control plane and ~3-5 to delete one; 0 (the
+    default, and moto's behaviour) makes every transition instant. Called with no
+    arguments it restores the defaults.
+    """
+    wanted = {"cluster_create": cluster_create, "cluster_delete": cluster_delete,
+              "cluster_update": cluster_update, "nodegroup_create": nodegroup_create,
+              "nodegroup_delete": nodegroup_delete, "nodegroup_update": nodegroup_update}
+    for key, value in wanted.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
+            raise InputError(f"emulator duration {key}: {value!r} is not a number of seconds >= 0")
+    _durations.update({key: float(value) for key, value in wanted.items()})
+
+
+def durations_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The durations the `EXAPROV_EMULATOR_<KEY>_SECONDS` variables ask for (unset = 0)."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, float] = {}
+    for key, var in DURATION_ENV.items():
+        raw = environ.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"{var}={raw!r}: not a number of seconds >= 0")
+        found[key] = value
+    return found
+
+
+# -- EKS: what real EKS does and moto does not ------------------------------------------
+
+_eks_lock = threading.RLock()  # moto's backends are plain dicts; the server is threaded
+_ORIGINAL: dict[str, Callable[..., Any]] = {}
+
+ACTIVE, CREATING, UPDATING, DELETING = "ACTIVE", "CREATING", "UPDATING", "DELETING"
+LOG_TYPES = ("api", "audit", "authenticator", "controllerManager", "scheduler")
+AUTH_MODES = ("CONFIG_MAP", "API_AND_CONFIG_MAP", "API")  # EKS only ever moves rightwards
+PRIMARY_SG_DESCRIPTION = ("EKS created security group applied to ENI that is attached to EKS Control "
+                          "Plane master nodes, as well as any managed workloads.")
+NODE_AMI_PLACEHOLDER = "ami-0eks0de000000000a"
+ACCESS_ENTRY_TYPES = ("STANDARD", "EC2_LINUX", "EC2_WINDOWS", "FARGATE_LINUX", "EC2",
+                      "HYBRID_LINUX", "HYPERPOD_LINUX")
+ACCESS_POLICIES = ("AmazonEKSAdminPolicy", "AmazonEKSAdminViewPolicy", "AmazonEKSClusterAdminPolicy",
+                   "AmazonEKSEditPolicy", "AmazonEKSViewPolicy", "AmazonEKSAutoNodePolicy",
+                   "AmazonEKSBlockStoragePolicy", "AmazonEKSComputePolicy",
+                   "AmazonEKSLoadBalancingPolicy", "AmazonEKSNetworkingPolicy",
+                   "AmazonEKSHybridPolicy", "AmazonEKSSecretReaderPolicy")
+RESERVED_USERNAME_PREFIXES = ("system:", "eks:", "aws:", "amazon:", "iam:")
+TAINT_EFFECTS = ("NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE")
+
+# The URLs moto does not route for EKS (it answers 404 "Not yet implemented").
+# `.+` for the principal ARN: boto3 percent-encodes its slashes, but the server
+# path arrives decoded, so the ARN and any /access-policies/... tail share it.
+EXTRA_URL_PATHS = (
+    "{0}/clusters/(?P<name>[^/]+)/updates$",
+    "{0}/clusters/(?P<name>[^/]+)/updates/(?P<updateId>[^/]+)$",
+    "{0}/clusters/(?P<name>[^/]+)/node-groups/(?P<nodegroupName>[^/]+)/update-version$",
+    "{0}/clusters/(?P<name>[^/]+)/access-entries$",
+    "{0}/clusters/(?P<name>[^/]+)/access-entries/(?P<principalArn>.+)$",
+)
+
+
+def _exc(kind: str, message: str, **fields: Any) -> Exception:
+    """One of moto's EKS errors (same JSON body and status real EKS answers with)."""
+    from moto.eks import exceptions
+
+    return getattr(exceptions, kind)(message=message, **fields)
+
+
+def _ec2(backend: Any) -> Any:
+    from moto.ec2.models import ec2_backends
+
+    return ec2_backends[backend.account_id][backend.region_name]
+
+
+def _autoscaling(backend: Any) -> Any:
+    from moto.autoscaling.models import autoscaling_backends
+
+    return autoscaling_backends[backend.account_id][backend.region_name]
+
+
+def _hex32() -> str:
+    from moto.moto_api._internal import mock_random
+
+    return mock_random.uuid4().hex.upper()
+
+
+def _new_uuid() -> str:
+    from moto.moto_api._internal import mock_random
+
+    return str(mock_random.uuid4())
+
+
+def _utcnow() -> Any:
+    from moto.core.utils import utcnow
+
+    return utcnow()
+
+
+def _minor(version: Any) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)\.(\d+)", str(version or ""))
+    if not match:
+        raise _exc("InvalidParameterException", f"Kubernetes version {version!r} is not valid")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _release_version(version: str) -> str:
+    # EKS-optimized AMI release versions look like 1.34.1-20250101.
+    return f"{version}.0-20250101"
+
+
+def _get_cluster(backend: Any, name: str) -> Any:
+    from moto.eks.models import CLUSTER_NOT_FOUND_MSG
+
+    cluster = backend.clusters.get(name)
+    if cluster is None:
+        raise _exc("ResourceNotFoundException", CLUSTER_NOT_FOUND_MSG.format(clusterName=name),
+                   clusterName=name)
+    return cluster
+
+
+def _get_nodegroup(backend: Any, cluster_name: str, nodegroup_name: str) -> tuple[Any, Any]:
+    from moto.eks.models import NODEGROUP_NOT_FOUND_MSG
+
+    cluster = _get_cluster(backend, cluster_name)
+    nodegroup = cluster.nodegroups.get(nodegroup_name)
+    if nodegroup is None:
+        raise _exc("ResourceNotFoundException",
+                   NODEGROUP_NOT_FOUND_MSG.format(nodegroupName=nodegroup_name),
+                   clusterName=cluster_name, nodegroupName=nodegroup_name)
+    return cluster, nodegroup
+
+
+def _pending_update(cluster: Any, nodegroup_name: str | None) -> str | None:
+    for update_id, (owner, update) in _updates(cluster).items():
+        if owner == nodegroup_name and update["status"] == "InProgress":
+            return update_id
+    return None
+
+
+def _require_active_cluster(cluster: Any) -> None:
+    # EKS refuses changes while the control plane is CREATING, UPDATING or DELETING.
+    if cluster.status == UPDATING:
+        raise _exc("ResourceInUseException", f"Cluster {cluster.name} currently has update "
+                   f"{_pending_update(cluster, None)} in progress", clusterName=cluster.name)
+    if cluster.status != ACTIVE:
+        raise _exc("ResourceInUseException",
+                   f"Cluster {cluster.name} is in {cluster.status} state", clusterName=cluster.name)
+
+
+def _require_active_nodegroup(nodegroup: Any) -> None:
+    if nodegroup.status != ACTIVE:
+        raise _exc("ResourceInUseException",
+                   "Nodegroup cannot be updated as it is currently not in Active State",
+                   clusterName=nodegroup.cluster_name, nodegroupName=nodegroup.nodegroup_name)
+
+
+def _updates(cluster: Any) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    if not hasattr(cluster, "_exaprov_updates"):
+        cluster._exaprov_updates = {}
+    return cluster._exaprov_updates  # type: ignore[no-any-return]
+
+
+def _access_entries(cluster: Any) -> dict[str, _AccessEntry]:
+    if not hasattr(cluster, "_exaprov_access_entries"):
+        cluster._exaprov_access_entries = {}
+    return cluster._exaprov_access_entries  # type: ignore[no-any-return]
+
+
+def _new_update(kind: str, params: list[dict[str, str]]) -> dict[str, Any]:
+    return {"id": _new_uuid(), "status": "Successful", "type": kind, "params": params,
+            "createdAt": _utcnow(), "errors": []}
+
+
+def _record_update(cluster: Any, update: dict[str, Any], nodegroup: Any = None) -> dict[str, Any]:
+    """Keep the update for DescribeUpdate; with an update duration the target is UPDATING."""
+    seconds = _durations["nodegroup_update" if nodegroup is not None else "cluster_update"]
+    target = nodegroup if nodegroup is not None else cluster
+    if seconds > 0:
+        target.status = UPDATING
+        target._exaprov_due = _now() + seconds
+        update["status"] = "InProgress"
+    else:
+        update["status"] = "Successful"
+    owner = nodegroup.nodegroup_name if nodegroup is not None else None
+    _updates(cluster)[update["id"]] = (owner, update)
+    return update
+
+
+def _finish_updates(cluster: Any, owner: str | None) -> None:
+    for update_owner, update in _updates(cluster).values():
+        if update_owner == owner and update["status"] == "InProgress":
+            update["status"] = "Successful"
+
+
+def _settle(backend: Any) -> None:
+    """Apply every CREATING/UPDATING/DELETING transition whose time has come (lazily, no threads)."""
+    now = _now()
+    for name, cluster in list(backend.clusters.items()):
+        for ng_name, nodegroup in list(cluster.nodegroups.items()):
+            due = getattr(nodegroup, "_exaprov_due", None)
+            if due is None or now < due:
+                continue
+            nodegroup._exaprov_due = None
+            if nodegroup.status == DELETING:
+                cluster.nodegroups.pop(ng_name, None)
+                cluster.nodegroup_count -= 1
+                _release_nodegroup(backend, nodegroup)
+            else:
+                nodegroup.status = ACTIVE
+                _finish_updates(cluster, ng_name)
+        due = getattr(cluster, "_exaprov_due", None)
+        if due is None or now < due:
+            continue
+        cluster._exaprov_due = None
+        if cluster.status == DELETING:
+            backend.clusters.pop(name, None)
+            backend.cluster_count -= 1
+            _release_cluster(backend, cluster)
+        else:
+            cluster.status = ACTIVE
+            _finish_updates(cluster, None)
+
+
+def _settled(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _eks_lock:
+            _settle(self)
+            return method(self, *args, **kwargs)
+
+    wrapper._exaprov_settled = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+# ---- clusters
+
+def _validated_vpc_config(backend: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """resourcesVpcConfig as EKS checks and reports it: subnets in >= 2 AZs of one VPC."""
+    from moto.ec2.exceptions import InvalidSubnetIdError
+
+    ec2 = _ec2(backend)
+    subnet_ids = list(config.get("subnetIds") or [])
+    if not subnet_ids:
+        raise _exc("InvalidParameterException", "Subnets are required")
+    subnets = []
+    for subnet_id in subnet_ids:
+        try:
+            subnets.append(ec2.get_subnet(subnet_id))
+        except InvalidSubnetIdError:
+            raise _exc("InvalidParameterException",
+                       f"The subnet ID '{subnet_id}' does not exist") from None
+    vpc_ids = {subnet.vpc_id for subnet in subnets}
+    if len(vpc_ids) > 1:
+        raise _exc("InvalidParameterException", "Subnets specified must belong to the same VPC")
+    if len({subnet.availability_zone for subnet in subnets}) < 2:
+        raise _exc("InvalidParameterException",
+                   "Subnets specified must be in at least two different AZs")
+    vpc_id = vpc_ids.pop()
+    group_ids = list(config.get("securityGroupIds") or [])
+    for group_id in group_ids:
+        group = ec2.get_security_group_from_id(group_id)
+        if group is None or group.vpc_id != vpc_id:
+            raise _exc("InvalidParameterException",
+                       f"The security group '{group_id}' does not exist in VPC '{vpc_id}'")
+    public = bool(config.get("endpointPublicAccess", True))
+    private = bool(config.get("endpointPrivateAccess", False))
+    if not public and not private:
+        raise _exc("InvalidParameterException",
+                   "Private and public endpoint access cannot both be disabled")
+    cidrs = list(config.get("publicAccessCidrs") or ["0.0.0.0/0"])
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            raise _exc("InvalidParameterException",
+                       f"The following CIDRs are invalid in publicAccessCidrs: [{cidr}]") from None
+    return {"subnetIds": subnet_ids, "securityGroupIds": group_ids, "vpcId": vpc_id,
+            "endpointPublicAccess": public, "endpointPrivateAccess": private,
+            "publicAccessCidrs": cidrs}
+
+
+def _apply_logging(enabled: set[str], logging: Mapping[str, Any] | None) -> set[str]:
+    result = set(enabled)
+    for entry in (logging or {}).get("clusterLogging") or []:
+        types = list(entry.get("types") or [])
+        unknown = [t for t in types if t not in LOG_TYPES]
+        if unknown:
+            raise _exc("InvalidParameterException", f"Unsupported log types: {unknown}")
+        if entry.get("enabled"):
+            result |= set(types)
+        else:
+            result -= set(types)
+    return result
+
+
+def _logging_view(enabled: set[str]) -> dict[str, Any]:
+    # EKS reports one group of enabled and one of disabled log types.
+    groups = []
+    on = [t for t in LOG_TYPES if t in enabled]
+    off = [t for t in LOG_TYPES if t not in enabled]
+    if on:
+        groups.append({"types": on, "enabled": True})
+    if off:
+        groups.append({"types": off, "enabled": False})
+    return {"clusterLogging": groups}
+
+
+def _create_primary_sg(backend: Any, cluster: Any) -> str:
+    """The cluster security group EKS creates in the cluster's VPC (`eks-cluster-sg-<name>-<n>`)."""
+    from moto.moto_api._internal import mock_random
+
+    ec2 = _ec2(backend)
+    vpc_id = cluster.resources_vpc_config["vpcId"]
+    sg_name = f"eks-cluster-sg-{cluster.name}-{mock_random.randint(10**9, 10**10 - 1)}"
+    tags = {"Name": sg_name, f"kubernetes.io/cluster/{cluster.name}": "owned",
+            "aws:eks:cluster-name": cluster.name}  # moto's backend accepts aws: keys, as EKS sets them
+    group = ec2.create_security_group(sg_name, PRIMARY_SG_DESCRIPTION, vpc_id=vpc_id, tags=tags)
+    # EKS's rules: all traffic from itself in, everything out (moto adds the egress rule).
+    ec2.authorize_security_group_ingress(group.id, "-1", None, None, [],
+                                         source_groups=[{"GroupId": group.id}], vpc_id=vpc_id)
+    return str(group.id)
+
+
+def _release_cluster(backend: Any, cluster: Any) -> None:
+    # Deleting a cluster deletes the security group EKS created for it.
+    group_id = cluster.resources_vpc_config.get("clusterSecurityGroupId")
+    if group_id:
+        try:
+            _ec2(backend).delete_security_group(group_id=group_id)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def _create_cluster(self: Any, name: str, role_arn: str, resources_vpc_config: Any = None,
+                    access_config: Mapping[str, Any] | None = None, creator_arn: str | None = None,
+                    **kwargs: Any) -> Any:
+    existing = self.clusters.get(name)
+    token = kwargs.get("client_request_token")
+    if existing is not None:
+        if token and existing.client_request_token == token:
+            return existing  # EKS: a retried create with the same clientRequestToken is idempotent
+        return _ORIGINAL["create_cluster"](self, name=name, role_arn=role_arn,
+                                           resources_vpc_config=resources_vpc_config, **kwargs)
+    from moto.eks.utils import validate_role_arn
+
+    validate_role_arn(role_arn)
+    vpc_config = _validated_vpc_config(self, resources_vpc_config or {})
+    access = dict(access_config or {})
+    mode = access.get("authenticationMode") or "CONFIG_MAP"  # the API's default (console: API_AND_...)
+    if mode not in AUTH_MODES:
+        raise _exc("InvalidParameterException", f"Unsupported authentication mode {mode}")
+    bootstrap = bool(access.get("bootstrapClusterCreatorAdminPermissions", True))
+    if mode == "CONFIG_MAP" and not bootstrap:
+        raise _exc("InvalidParameterException", "bootstrapClusterCreatorAdminPermissions must be "
+                   "true when authenticationMode is CONFIG_MAP")
+    enabled_logs = _apply_logging(set(), kwargs.get("logging"))
+    cluster = _ORIGINAL["create_cluster"](self, name=name, role_arn=role_arn,
+                                          resources_vpc_config=vpc_config, **kwargs)
+    region = self.region_name
+    # Every cluster gets its own issuer and endpoint (moto shares one per process).
+    cluster.identity = {"oidc": {"issuer": f"https://oidc.eks.{region}.amazonaws.com/id/{_hex32()}"}}
+    cluster.endpoint = f"https://{_hex32()}.gr7.{region}.eks.amazonaws.com"
+    cluster.logging = _logging_view(enabled_logs)
+    cluster._exaprov_log_types = enabled_logs
+    cluster.access_config = {"authenticationMode": mode,
+                             "bootstrapClusterCreatorAdminPermissions": bootstrap}
+    _updates(cluster)
+    vpc_config["clusterSecurityGroupId"] = _create_primary_sg(self, cluster)
+    cluster.resources_vpc_config = vpc_config
+    seconds = _durations["cluster_create"]
+    if seconds > 0:
+        cluster.status = CREATING
+        cluster._exaprov_due = _now() + seconds
+    if bootstrap and mode != "CONFIG_MAP" and creator_arn:
+        # The creator gets an access entry with cluster admin, visible in the API.
+        entry = _AccessEntry(self, cluster, creator_arn, "STANDARD", [], None, {})
+        entry.policies[_policy_arn(self, "AmazonEKSClusterAdminPolicy")] = _associated_policy(
+            _policy_arn(self, "AmazonEKSClusterAdminPolicy"), {"type": "cluster", "namespaces": []})
+        _access_entries(cluster)[creator_arn] = entry
+    return cluster
+
+
+def _delete_cluster(self: Any, name: str) -> Any:
+    from moto.eks.models import validate_safe_to_delete
+
+    cluster = _get_cluster(self, name)
+    if cluster.status == DELETING:
+        raise _exc("ResourceInUseException", f"Cluster {name} is already in DELETING status",
+                   clusterName=name)
+    if cluster.status == UPDATING:
+        raise _exc("ResourceInUseException", f"Cannot delete because cluster {name} currently has "
+                   f"update {_pending_update(cluster, None)} in progress", clusterName=name)
+    validate_safe_to_delete(cluster)  # node groups attached (even DELETING ones): ResourceInUse
+    seconds = _durations["cluster_delete"]
+    if seconds > 0:
+        cluster.status = DELETING
+        cluster._exaprov_due = _now() + seconds
+        return cluster
+    result = _ORIGINAL["delete_cluster"](self, name=name)
+    _release_cluster(self, result)
+    result.status = DELETING  # what DeleteCluster answers, even when it is gone at once
+    return result
+
+
+def _update_cluster_config(self: Any, name: str, resources_vpc_config: Any = None,
+                           logging: Any = None, client_request_token: str | None = None,
+                           kubernetes_network_config: Any = None, remote_network_config: Any = None,
+                           access_config: Any = None, **_: Any) -> dict[str, Any]:
+    """UpdateClusterConfig as EKS does it: one kind of change per call, merged, refused if a no-op."""
+    cluster = _get_cluster(self, name)
+    kinds = [kind for kind, value in (("resourcesVpcConfig", resources_vpc_config),
+                                      ("logging", logging), ("accessConfig", access_config),
+                                      ("kubernetesNetworkConfig", kubernetes_network_config),
+                                      ("remoteNetworkConfig", remote_network_config)) if value]
+    if len(kinds) != 1:
+        raise _exc("InvalidParameterException", "Only one type of update can be allowed."
+                   if kinds else "No changes needed for the provided cluster configuration")
+    _require_active_cluster(cluster)
+    if resources_vpc_config:
+        update = _update_vpc_config(self, cluster, resources_vpc_config)
+    elif logging:
+        enabled = _apply_logging(getattr(cluster, "_exaprov_log_types", set()), logging)
+        if enabled == getattr(cluster, "_exaprov_log_types", set()):
+            raise _exc("InvalidParameterException", "No changes needed for the logging config provided")
+        cluster._exaprov_log_types = enabled
+        cluster.logging = _logging_view(enabled)
+        update = _new_update("LoggingUpdate", [{"type": "ClusterLogging",
+                                                "value": json.dumps(cluster.logging)}])
+    elif access_config:
+        current = cluster.access_config["authenticationMode"]
+        wanted = access_config.get("authenticationMode") or current
+        if "bootstrapClusterCreatorAdminPermissions" in access_config:
+            raise _exc("InvalidParameterException",
+                       "bootstrapClusterCreatorAdminPermissions can only be set at cluster creation")
+        if wanted not in AUTH_MODES or AUTH_MODES.index(wanted) < AUTH_MODES.index(current):
+            raise _exc("InvalidParameterException",
+                       f"Unsupported authentication mode update from {current} to {wanted}")
+        if wanted == current:
+            raise _exc("InvalidParameterException",
+                       f"Cluster already has authentication mode {current}")
+        cluster.access_config = {**cluster.access_config, "authenticationMode": wanted}
+        update = _new_update("AccessConfigUpdate", [{"type": "AuthenticationMode", "value": wanted}])
+    else:
+        if kubernetes_network_config:
+            cluster.kubernetes_network_config = kubernetes_network_config
+        if remote_network_config:
+            cluster.remote_network_config = remote_network_config
+        update = _new_update("ConfigUpdate", [])
+    return _record_update(cluster, update)
+
+
+def _update_vpc_config(backend: Any, cluster: Any, requested: Mapping[str, Any]) -> dict[str, Any]:
+    current = cluster.resources_vpc_config
+    merged = {**current, **{k: v for k, v in requested.items() if v is not None}}
+    if "subnetIds" in requested or "securityGroupIds" in requested:
+        checked = _validated_vpc_config(backend, merged)
+        if checked["vpcId"] != current["vpcId"]:
+            raise _exc("InvalidParameterException", "Subnets must be in the cluster's VPC")
+        merged.update(checked, clusterSecurityGroupId=current["clusterSecurityGroupId"])
+    merged["publicAccessCidrs"] = list(merged.get("publicAccessCidrs") or ["0.0.0.0/0"])
+    for cidr in merged["publicAccessCidrs"]:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            raise _exc("InvalidParameterException",
+                       f"The following CIDRs are invalid in publicAccessCidrs: [{cidr}]") from None
+    public, private = bool(merged["endpointPublicAccess"]), bool(merged["endpointPrivateAccess"])
+    if not public and not private:
+        raise _exc("InvalidParameterException",
+                   "Private and public endpoint access cannot both be disabled")
+    keys = ("endpointPublicAccess", "endpointPrivateAccess", "publicAccessCidrs", "subnetIds",
+            "securityGroupIds")
+    if all(_same(merged.get(k), current.get(k)) for k in keys):
+        raise _exc("InvalidParameterException",
+                   f"Cluster is already at the desired configuration with endpointPrivateAccess: "
+                   f"{str(private).lower()} , endpointPublicAccess: {str(public).lower()}, and Public "
+                   f"Endpoint Restrictions: {', '.join(merged['publicAccessCidrs'])}")
+    cluster.resources_vpc_config = merged
+    if "subnetIds" in requested or "securityGroupIds" in requested:
+        return _new_update("VpcConfigUpdate", [
+            {"type": "Subnets", "value": json.dumps(merged["subnetIds"])},
+            {"type": "SecurityGroups", "value": json.dumps(merged["securityGroupIds"])}])
+    return _new_update("EndpointAccessUpdate", [
+        {"type": "EndpointPublicAccess", "value": str(public).lower()},
+        {"type": "EndpointPrivateAccess", "value": str(private).lower()},
+        {"type": "PublicAccessCidrs", "value": json.dumps(merged["publicAccessCidrs"])}])
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return sorted(map(str, a)) == sorted(map(str, b))
+    return bool(a == b)
+
+
+def _update_cluster_version(self: Any, name: str, version: str,
+                            client_request_token: str | None = None, force: bool = False) -> dict[str, Any]:
+    """EKS upgrades the control plane one minor version at a time, nodes first caught up."""
+    cluster = _get_cluster(self, name)
+    _require_active_cluster(cluster)
+    (major, live), (new_major, wanted) = _minor(cluster.version), _minor(version)
+    if new_major != major or wanted != live + 1:
+        raise _exc("InvalidParameterException",
+                   f"Unsupported Kubernetes minor version update from {cluster.version} to {version}")
+    behind = sorted(ng.nodegroup_name for ng in cluster.nodegroups.values()
+                    if _minor(ng.version) != (major, live))
+    if behind:
+        raise _exc("InvalidRequestException", f"Nodegroups {', '.join(behind)} must be updated to "
+                   f"match cluster version {cluster.version} before updating cluster version")
+    cluster.version = str(version)
+    cluster.platformVersion = "eks.1"
+    update = _new_update("VersionUpdate", [{"type": "Version", "value": str(version)},
+                                           {"type": "PlatformVersion", "value": "eks.1"}])
+    return _record_update(cluster, update)
+
+
+def _describe_update(self: Any, name: str, update_id: str,
+                     nodegroup_name: str | None = None) -> dict[str, Any]:
+    cluster = _get_cluster(self, name)
+    found = _updates(cluster).get(update_id)
+    if found is None or found[0] != (nodegroup_name or None):
+        raise _exc("ResourceNotFoundException", f"No update found for ID: {update_id}.",
+                   clusterName=name)
+    return found[1]
+
+
+def _list_updates(self: Any, name: str, nodegroup_name: str | None = None) -> list[str]:
+    cluster = _get_cluster(self, name)
+    if nodegroup_name:
+        _get_nodegroup(self, name, nodegroup_name)
+    return [uid for uid, (owner, _) in _updates(cluster).items() if owner == (nodegroup_name or None)]
+
+
+# ---- node groups
+
+def _scaling(requested: Mapping[str, Any] | None) -> dict[str, int]:
+    requested = dict(requested or {})
+    low = int(requested.get("minSize", 1))
+    high = int(requested.get("maxSize", max(low, 2)))
+    desired = int(requested.get("desiredSize", min(max(2, low), high)))
+    return {"minSize": low, "maxSize": high, "desiredSize": desired}
+
+
+def _validate_scaling(config: Mapping[str, int]) -> None:
+    low, high, desired = config["minSize"], config["maxSize"], config["desiredSize"]
+    if high < 1:
+        raise _exc("InvalidParameterException", "Maximum capacity should be greater than or equal to 1")
+    if low < 0 or desired < 0:
+        raise _exc("InvalidParameterException", "Capacity should be greater than or equal to 0")
+    if low > desired:
+        raise _exc("InvalidParameterException",
+                   f"Minimum capacity {low} can't be greater than desired size {desired}")
+    if desired > high:
+        raise _exc("InvalidParameterException",
+                   f"Desired capacity {desired} can't be greater than max size {high}")
+
+
+def _validate_taints(taints: list[Mapping[str, Any]]) -> None:
+    for taint in taints:
+        if not taint.get("key") or taint.get("effect") not in TAINT_EFFECTS:
+            raise _exc("InvalidParameterException", f"Invalid taint {dict(taint)}: a key and an "
+                       f"effect of {', '.join(TAINT_EFFECTS)} are required")
+
+
+def _user_launch_template(backend: Any, spec: Mapping[str, Any]) -> tuple[Any, str]:
+    """The node group's own launch template and version (its default when none is given)."""
+    ec2 = _ec2(backend)
+    if ("id" in spec) == ("name" in spec):
+        raise _exc("InvalidParameterException", "You must specify either the launch template ID or "
+                   "the launch template name in the request, but not both.")
+    try:
+        template = ec2.get_launch_template(spec["id"]) if "id" in spec else \
+            ec2.get_launch_template_by_name(spec["name"])
+    except Exception:  # noqa: BLE001 - moto's not-found errors
+        raise _exc("InvalidParameterException", f"Launch template {spec.get('id') or spec.get('name')} "
+                   "does not exist") from None
+    version = spec.get("version")
+    if version is None:
+        return template, str(template.default_version_number)
+    if not str(version).isdigit() or not 1 <= int(version) <= template.latest_version_number:
+        # EKS wants a version number, not $Latest / $Default.
+        raise _exc("InvalidParameterException",
+                   f"Launch template {template.name} version {version} does not exist")
+    return template, str(int(version))
+
+
+def _node_launch_data(backend: Any, nodegroup: Any) -> dict[str, Any]:
+    """What EKS puts in its own copy of the launch template: the user's, plus AMI and type."""
+    data: dict[str, Any] = {}
+    spec = nodegroup.launch_template
+    if spec:
+        template = _ec2(backend).get_launch_template(spec["id"])
+        data = dict(template.get_version(spec["version"]).data)
+    if not data.get("ImageId"):
+        data["ImageId"] = next(iter(_ec2(backend).amis), NODE_AMI_PLACEHOLDER)
+    if nodegroup.instance_types:
+        data["InstanceType"] = nodegroup.instance_types[0]
+    data.setdefault("InstanceType", "t3.medium")
+    return data
+
+
+def _create_node_asg(backend: Any, cluster: Any, nodegroup: Any) -> None:
+    """The Auto Scaling group (and launch template `eks-<uuid>`) EKS creates for a node group."""
+    ec2, autoscaling = _ec2(backend), _autoscaling(backend)
+    owner_tags = {"eks:cluster-name": cluster.name, "eks:nodegroup-name": nodegroup.nodegroup_name}
+    template = ec2.create_launch_template(f"eks-{nodegroup.uuid}", "", _node_launch_data(backend, nodegroup),
+                                          {"launch-template": owner_tags})
+    asg_tags = {**owner_tags, f"kubernetes.io/cluster/{cluster.name}": "owned",
+                "k8s.io/cluster-autoscaler/enabled": "true",
+                f"k8s.io/cluster-autoscaler/{cluster.name}": "owned"}
+    asg_name = f"eks-{nodegroup.nodegroup_name}-{nodegroup.uuid}"
+    scaling = nodegroup.scaling_config
+    autoscaling.create_auto_scaling_group(
+        name=asg_name, availability_zones=[], desired_capacity=scaling["desiredSize"],
+        max_size=scaling["maxSize"], min_size=scaling["minSize"], launch_config_name=None,
+        launch_template={"LaunchTemplateId": template.id, "Version": "1"},
+        vpc_zone_identifier=",".join(nodegroup.subnets), default_cooldown=None,
+        health_check_period=None, health_check_type="EC2", load_balancers=[], target_group_arns=[],
+        placement_group=None, termination_policies=[],
+        tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in asg_tags.items()])
+    nodegroup._exaprov_launch_template_id = template.id
+    nodegroup._exaprov_asg = asg_name
+
+
+def _release_nodegroup(backend: Any, nodegroup: Any) -> None:
+    # Deleting a node group deletes its Auto Scaling group (terminating its nodes) and template.
+    asg_name = getattr(nodegroup, "_exaprov_asg", None)
+    if asg_name:
+        try:
+            _autoscaling(backend).delete_auto_scaling_group(asg_name)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    template_id = getattr(nodegroup, "_exaprov_launch_template_id", None)
+    if template_id:
+        try:
+            _ec2(backend).delete_launch_template(None, template_id)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
+def _create_nodegroup(self: Any, cluster_name: str, node_role: str, nodegroup_name: str,
+                      subnets: list[str], **kwargs: Any) -> Any:
+    cluster = self.clusters.get(cluster_name)
+    token = kwargs.get("client_request_token")
+    existing = cluster.nodegroups.get(nodegroup_name) if cluster is not None else None
+    if existing is not None and token and existing.client_request_token == token:
+        return existing  # idempotent retry
+    if cluster is None or existing is not None or not cluster.is_active:
+        # moto's own answers: no such cluster, node group exists, cluster not ACTIVE
+        # (InvalidRequestException "Cluster '<name>' is not in ACTIVE status", as EKS).
+        return _ORIGINAL["create_nodegroup"](self, cluster_name=cluster_name, node_role=node_role,
+                                             nodegroup_name=nodegroup_name, subnets=subnets, **kwargs)
+    from moto.ec2.exceptions import InvalidSubnetIdError
+
+    ec2 = _ec2(self)
+    if not subnets:
+        raise _exc("InvalidParameterException", "Subnets are required")
+    for subnet_id in subnets:
+        try:
+            subnet = ec2.get_subnet(subnet_id)
+        except InvalidSubnetIdError:
+            raise _exc("InvalidParameterException",
+                       f"The subnet ID '{subnet_id}' does not exist") from None
+        if subnet.vpc_id != cluster.resources_vpc_config.get("vpcId"):
+            raise _exc("InvalidParameterException",
+                       f"Subnet {subnet_id} is not in the same VPC as the cluster")
+    scaling = _scaling(kwargs.get("scaling_config"))
+    _validate_scaling(scaling)
+    _validate_taints(kwargs.get("taints") or [])
+    version = kwargs.get("version") or cluster.version
+    if _minor(version) > _minor(cluster.version):
+        raise _exc("InvalidParameterException", f"Requested Kubernetes version {version} is newer "
+                   f"than the cluster's version {cluster.version}")
+    lt_spec = kwargs.get("launch_template")
+    launch_template = None
+    if lt_spec:
+        template, lt_version = _user_launch_template(self, lt_spec)
+        launch_template = {"name": template.name, "id": template.id, "version": lt_version}
+    kwargs.update(scaling_config=dict(scaling), version=version,
+                  launch_template=dict(launch_template) if launch_template else None)
+    nodegroup = _ORIGINAL["create_nodegroup"](self, cluster_name=cluster_name, node_role=node_role,
+                                              nodegroup_name=nodegroup_name, subnets=subnets, **kwargs)
+    nodegroup.scaling_config = scaling
+    nodegroup.launch_template = launch_template
+    nodegroup.release_version = kwargs.get("release_version") or _release_version(version)
+    remote_access = kwargs.get("remote_access")
+    nodegroup.remote_access = remote_access or None  # moto invents an SSH key when none was asked
+    nodegroup.resources = {"autoScalingGroups": [{"name": f"eks-{nodegroup_name}-{nodegroup.uuid}"}]}
+    if remote_access:
+        nodegroup.resources["remoteAccessSecurityGroup"] = \
+            "sg-" + _hex32()[:17].lower()
+    if launch_template:  # the launch template carries disk and (optionally) instance type
+        nodegroup.disk_size = kwargs.get("disk_size")
+        nodegroup.instance_types = kwargs.get("instance_types")
+    nodegroup.labels = dict(nodegroup.labels or {})
+    nodegroup.taints = list(nodegroup.taints or [])
+    _create_node_asg(self, cluster, nodegroup)
+    seconds = _durations["nodegroup_create"]
+    if seconds > 0:
+        nodegroup.status = CREATING
+        nodegroup._exaprov_due = _now() + seconds
+    if cluster.access_config["authenticationMode"] != "CONFIG_MAP" \
+            and node_role not in _access_entries(cluster):
+        # EKS maps a managed node group's role into the cluster with an EC2_LINUX access entry.
+        _access_entries(cluster)[node_role] = _AccessEntry(self, cluster, node_role, "EC2_LINUX",
+                                                           [], None, {})
+    return nodegroup
+
+
+def _delete_nodegroup(self: Any, cluster_name: str, nodegroup_name: str) -> Any:
+    cluster, nodegroup = _get_nodegroup(self, cluster_name, nodegroup_name)
+    if nodegroup.status == DELETING:
+        raise _exc("ResourceInUseException", f"Nodegroup {nodegroup_name} is already in DELETING "
+                   "status", clusterName=cluster_name, nodegroupName=nodegroup_name)
+    seconds = _durations["nodegroup_delete"]
+    if seconds > 0:
+        nodegroup.status = DELETING
+        nodegroup._exaprov_due = _now() + seconds
+        return nodegroup
+    result = _ORIGINAL["delete_nodegroup"](self, cluster_name=cluster_name,
+                                           nodegroup_name=nodegroup_name)
+    _release_nodegroup(self, result)
+    result.status = DELETING
+    return result
+
+
+def _update_nodegroup_config(self: Any, cluster_name: str, nodegroup_name: str, labels: Any = None,
+                             taints: Any = None, scaling_config: Any = None, update_config: Any = None,
+                             node_repair_config: Any = None, client_request_token: str | None = None
+                             ) -> dict[str, Any]:
+    cluster, nodegroup = _get_nodegroup(self, cluster_name, nodegroup_name)
+    _require_active_nodegroup(nodegroup)
+    if scaling_config:
+        _validate_scaling({**nodegroup.scaling_config, **scaling_config})
+    if taints:
+        _validate_taints(taints.get("addOrUpdateTaints") or [])
+    if labels and set(labels.get("addOrUpdateLabels") or {}) & set(labels.get("removeLabels") or []):
+        raise _exc("InvalidParameterException", "The same label key cannot be both added and removed")
+    update = _ORIGINAL["update_nodegroup_config"](
+        self, cluster_name=cluster_name, nodegroup_name=nodegroup_name, labels=labels, taints=taints,
+        scaling_config=scaling_config, update_config=update_config,
+        node_repair_config=node_repair_config, client_request_token=client_request_token)
+    if scaling_config and getattr(nodegroup, "_exaprov_asg", None):
+        # EKS applies the new sizes to the node group's Auto Scaling group.
+        scaling = nodegroup.scaling_config
+        _autoscaling(self).update_auto_scaling_group(
+            name=nodegroup._exaprov_asg, availability_zones=[], desired_capacity=scaling["desiredSize"],
+            max_size=scaling["maxSize"], min_size=scaling["minSize"], launch_config_name=None,
+            launch_template={}, vpc_zone_identifier=None, health_check_period=None,
+            health_check_type=None)
+    return _record_update(cluster, update, nodegroup)
+
+
+def _update_nodegroup_version(self: Any, cluster_name: str, nodegroup_name: str,
+                              version: str | None = None, release_version: str | None = None,
+                              launch_template: Mapping[str, Any] | None = None, force: bool = False,
+                              client_request_token: str | None = None) -> dict[str, Any]:
+    """UpdateNodegroupVersion: a new launch template version and/or Kubernetes version."""
+    cluster, nodegroup = _get_nodegroup(self, cluster_name, nodegroup_name)
+    _require_active_cluster(cluster)
+    _require_active_nodegroup(nodegroup)
+    params: list[dict[str, str]] = []
+    current = nodegroup.launch_template
+    new_lt_version = None
+    if launch_template:
+        if not current:
+            raise _exc("InvalidParameterException", "A launch template can't be specified: the "
+                       "nodegroup was not created with a launch template")
+        if launch_template.get("id", current["id"]) != current["id"] or \
+                launch_template.get("name", current["name"]) != current["name"]:
+            raise _exc("InvalidParameterException", "The launch template must be the one the "
+                       f"nodegroup uses ({current['name']}, {current['id']})")
+        _, new_lt_version = _user_launch_template(self, {"id": current["id"],
+                                                         **({"version": launch_template["version"]}
+                                                            if launch_template.get("version") else {})})
+    if version:
+        lt_data = {}
+        if current:
+            template = _ec2(self).get_launch_template(current["id"])
+            lt_data = template.get_version(new_lt_version or current["version"]).data
+        if lt_data.get("ImageId"):
+            raise _exc("InvalidParameterException", "You cannot specify a Kubernetes version for a "
+                       "nodegroup whose launch template specifies a custom AMI")
+        if _minor(version) > _minor(cluster.version):
+            raise _exc("InvalidParameterException", f"Requested Kubernetes version {version} is "
+                       f"newer than the cluster's version {cluster.version}")
+        if _minor(version) < _minor(nodegroup.version):
+            raise _exc("InvalidParameterException", f"Requested Kubernetes version {version} is "
+                       f"older than the nodegroup's version {nodegroup.version}")
+    if new_lt_version is not None:
+        nodegroup.launch_template = {**current, "version": new_lt_version}
+        params += [{"type": "LaunchTemplateName", "value": current["name"]},
+                   {"type": "LaunchTemplateVersion", "value": new_lt_version}]
+    if version:
+        nodegroup.version = str(version)
+        params.append({"type": "Version", "value": str(version)})
+    nodegroup.release_version = release_version or _release_version(nodegroup.version)
+    params.append({"type": "ReleaseVersion", "value": nodegroup.release_version})
+    template_id = getattr(nodegroup, "_exaprov_launch_template_id", None)
+    if template_id:
+        # EKS rolls the nodes onto a new version of its own copy of the launch template.
+        template = _ec2(self).get_launch_template(template_id)
+        new = template.create_version(_node_launch_data(self, nodegroup), "")
+        _autoscaling(self).update_auto_scaling_group(
+            name=nodegroup._exaprov_asg, availability_zones=[], desired_capacity=None, max_size=None,
+            min_size=None, launch_config_name=None,
+            launch_template={"LaunchTemplateId": template_id, "Version": str(new.number)},
+            vpc_zone_identifier=None, health_check_period=None, health_check_type=None)
+    nodegroup.modified_at = _utcnow()
+    return _record_update(cluster, _new_update("VersionUpdate", params), nodegroup)
+
+
+def _list_nodegroups(self: Any, cluster_name: str, max_results: int, next_token: str | None) -> Any:
+    _get_cluster(self, cluster_name)  # moto raises a KeyError (HTTP 500) for a missing cluster
+    return _ORIGINAL["list_nodegroups"](self, cluster_name=cluster_name, max_results=max_results,
+                                        next_token=next_token)
+
+
+def _tagged(self: Any, arn: str) -> Any:
+    """Clusters and node groups both take tags in EKS (moto: clusters only)."""
+    for cluster in self.clusters.values():
+        if cluster.arn == arn:
+            return cluster
+        for nodegroup in cluster.nodegroups.values():
+            if nodegroup.arn == arn:
+                return nodegroup
+    raise _exc("ResourceNotFoundException", f"Resource {arn} was not found")
+
+
+def _tag_resource(self: Any, resource_arn: str, tags: dict[str, str]) -> None:
+    _tagged(self, resource_arn).tags.update(tags)
+
+
+def _untag_resource(self: Any, resource_arn: str, tag_keys: Any) -> None:
+    resource = _tagged(self, resource_arn)
+    for key in [tag_keys] if isinstance(tag_keys, str) else tag_keys or []:
+        resource.tags.pop(key, None)
+
+
+def _list_tags_for_resource(self: Any, resource_arn: str) -> dict[str, str]:
+    return dict(_tagged(self, resource_arn).tags)
+
+
+# ---- access entries
+
+def _policy_arn(backend: Any, name: str) -> str:
+    return f"arn:{backend.partition}:eks::aws:cluster-access-policy/{name}"
+
+
+def _associated_policy(policy_arn: str, scope: Mapping[str, Any]) -> dict[str, Any]:
+    now = _utcnow()
+    return {"policyArn": policy_arn, "accessScope": {"type": scope.get("type"),
+                                                     "namespaces": list(scope.get("namespaces") or [])},
+            "associatedAt": now, "modifiedAt": now}
+
+
+class _AccessEntry:
+    """An EKS access entry; attribute names are the API's, snake_cased, for moto's serializer."""
+
+    def __init__(self, backend: Any, cluster: Any, principal_arn: str, kind: str,
+                 kubernetes_groups: list[str], username: str | None, tags: dict[str, str]) -> None:
+        match = re.fullmatch(r"arn:[^:]+:(?:iam|sts)::(\d+):(role|user)/(?:.*/)?([^/]+)", principal_arn)
+        account, what, name = match.groups() if match else (backend.account_id, "role", principal_arn)
+        self.cluster_name = cluster.name
+        self.principal_arn = principal_arn
+        self.type = kind
+        if kind == "STANDARD":
+            self.kubernetes_groups = list(kubernetes_groups)
+            self.username = username or (
+                f"arn:{backend.partition}:sts::{account}:assumed-role/{name}/{{{{SessionName}}}}"
+                if what == "role" else principal_arn)
+        else:  # node entries: EKS fixes the user and group
+            self.kubernetes_groups = ["system:nodes"]
+            self.username = "system:node:{{EC2PrivateDNSName}}"
+        self.access_entry_arn = (f"arn:{backend.partition}:eks:{backend.region_name}:{backend.account_id}"
+                                 f":access-entry/{cluster.name}/{what}/{account}/{name}/{_new_uuid()}")
+        self.created_at = self.modified_at = _utcnow()
+        self.tags = dict(tags)
+        self.policies: dict[str, dict[str, Any]] = {}
+
+
+def _require_api_auth(cluster: Any) -> None:
+    if cluster.access_config["authenticationMode"] == "CONFIG_MAP":
+        raise _exc("InvalidRequestException", "The cluster's authentication mode must be set to one "
+                   "of [API, API_AND_CONFIG_MAP] to perform this operation.", clusterName=cluster.name)
+
+
+def _get_access_entry(backend: Any, cluster_name: str, principal_arn: str) -> tuple[Any, _AccessEntry]:
+    cluster = _get_cluster(backend, cluster_name)
+    _require_api_auth(cluster)
+    entry = _access_entries(cluster).get(principal_arn)
+    if entry is None:
+        raise _exc("ResourceNotFoundException", f"The specified principalArn {principal_arn} could not "
+                   "be found. You can view your available access entries with 'list-access-entries'.",
+                   clusterName=cluster_name)
+    return cluster, entry
+
+
+def _principal_exists(backend: Any, principal_arn: str) -> bool:
+    match = re.fullmatch(r"arn:[^:]+:iam::(\d+):(role|user)/(?:.*/)?([^/]+)", principal_arn)
+    if not match:
+        return False
+    account, what, name = match.groups()
+    if account != backend.account_id:
+        return True  # another account's principal: EKS cannot look, nor can we
+    from moto.iam.models import iam_backends
+
+    iam = iam_backends[account][backend.partition]
+    try:
+        if what == "role":
+            iam.get_role_by_arn(principal_arn)
+        else:
+            iam.get_user(name)
+    except Exception:  # noqa: BLE001 - moto's NotFound / NoSuchEntity
+        return False
+    return True
+
+
+def _validate_entry_identity(kind: str, groups: list[str], username: str | None) -> None:
+    if kind != "STANDARD" and (groups or username):
+        raise _exc("InvalidParameterException",
+                   f"kubernetesGroups and username cannot be specified for type {kind}")
+    for group in groups:
+        if group.startswith("system:"):
+            raise _exc("InvalidParameterException",
+                       f"The kubernetes group name {group} is invalid, it cannot start with system:")
+    if username and username.startswith(RESERVED_USERNAME_PREFIXES):
+        raise _exc("InvalidParameterException", f"The username {username} is invalid, it cannot start "
+                   f"with any of {', '.join(RESERVED_USERNAME_PREFIXES)}")
+
+
+def _create_access_entry(self: Any, cluster_name: str, principal_arn: str,
+                         kubernetes_groups: list[str] | None = None, tags: dict[str, str] | None = None,
+                         username: str | None = None, type: str | None = None) -> _AccessEntry:  # noqa: A002
+    cluster = _get_cluster(self, cluster_name)
+    _require_api_auth(cluster)
+    kind = type or "STANDARD"
+    if kind not in ACCESS_ENTRY_TYPES:
+        raise _exc("InvalidParameterException", f"Unsupported access entry type {kind}")
+    if principal_arn in _access_entries(cluster):
+        raise _exc("ResourceInUseException",
+                   "The specified access entry resource is already in use on this cluster.",
+                   clusterName=cluster_name)
+    if not _principal_exists(self, principal_arn) or (kind != "STANDARD" and ":role/" not in principal_arn):
+        raise _exc("InvalidParameterException",
+                   f"The specified principalArn is invalid: invalid principal {principal_arn}")
+    groups = list(kubernetes_groups or [])
+    _validate_entry_identity(kind, groups, username)
+    entry = _AccessEntry(self, cluster, principal_arn, kind, groups, username, tags or {})
+    _access_entries(cluster)[principal_arn] = entry
+    return entry
+
+
+def _describe_access_entry(self: Any, cluster_name: str, principal_arn: str) -> _AccessEntry:
+    return _get_access_entry(self, cluster_name, principal_arn)[1]
+
+
+def _update_access_entry(self: Any, cluster_name: str, principal_arn: str,
+                         kubernetes_groups: list[str] | None = None,
+                         username: str | None = None) -> _AccessEntry:
+    _, entry = _get_access_entry(self, cluster_name, principal_arn)
+    _validate_entry_identity(entry.type, list(kubernetes_groups or []), username)
+    if kubernetes_groups is not None:
+        entry.kubernetes_groups = list(kubernetes_groups)
+    if username:
+        entry.username = username
+    entry.modified_at = _utcnow()
+    return entry
+
+
+def _delete_access_entry(self: Any, cluster_name: str, principal_arn: str) -> None:
+    cluster, _ = _get_access_entry(self, cluster_name, principal_arn)
+    del _access_entries(cluster)[principal_arn]
+
+
+def _list_access_entries(self: Any, cluster_name: str,
+                         associated_policy_arn: str | None = None) -> list[str]:
+    cluster = _get_cluster(self, cluster_name)
+    _require_api_auth(cluster)
+    return sorted(arn for arn, entry in _access_entries(cluster).items()
+                  if not associated_policy_arn or associated_policy_arn in entry.policies)
+
+
+def _associate_access_policy(self: Any, cluster_name: str, principal_arn: str, policy_arn: str,
+                             access_scope: Mapping[str, Any]) -> dict[str, Any]:
+    _, entry = _get_access_entry(self, cluster_name, principal_arn)
+    match = re.fullmatch(r"arn:[^:]+:eks::aws:cluster-access-policy/([A-Za-z0-9]+)", policy_arn or "")
+    if not match or match.group(1) not in ACCESS_POLICIES:
+        raise _exc("InvalidParameterException", f"The policy {policy_arn} is not a valid EKS access policy")
+    if entry.type != "STANDARD":
+        raise _exc("InvalidRequestException",
+                   f"Access policies can only be associated with STANDARD access entries, not {entry.type}")
+    scope = dict(access_scope or {})
+    namespaces = list(scope.get("namespaces") or [])
+    if scope.get("type") not in ("cluster", "namespace") or \
+            (scope["type"] == "namespace") != bool(namespaces):
+        raise _exc("InvalidParameterException", "accessScope must be type cluster without namespaces "
+                   "or type namespace with at least one namespace")
+    previous = entry.policies.get(policy_arn)
+    policy = _associated_policy(policy_arn, scope)
+    if previous is not None:
+        policy["associatedAt"] = previous["associatedAt"]
+    entry.policies[policy_arn] = policy
+    return {"clusterName": cluster_name, "principalArn": principal_arn,
+            "associatedAccessPolicy": policy}
+
+
+def _list_associated_access_policies(self: Any, cluster_name: str,
+                                     principal_arn: str) -> list[dict[str, Any]]:
+    _, entry = _get_access_entry(self, cluster_name, principal_arn)
+    return list(entry.policies.values())
+
+
+def _disassociate_access_policy(self: Any, cluster_name: str, principal_arn: str,
+                                policy_arn: str) -> None:
+    _, entry = _get_access_entry(self, cluster_name, principal_arn)
+    if entry.policies.pop(policy_arn, None) is None:
+        raise _exc("ResourceNotFoundException",
+                   f"The policy {policy_arn} is not associated with {principal_arn}")
+
+
+# ---- the HTTP side: moto's EKSResponse methods for the calls it lacks
+
+def _caller_principal(response: Any) -> str | None:
+    """The IAM principal behind the request, as EKS records its cluster creator."""
+    try:
+        from moto.sts.models import sts_backends
+        from moto.utilities.utils import get_partition
+
+        partition = get_partition(response.region)
+        _, arn, _ = sts_backends[response.current_account][partition].get_caller_identity(
+            response.get_access_key(), response.region)
+    except Exception:  # noqa: BLE001 - no identity: no creator entry
+        return None
+    assumed = re.fullmatch(r"arn:([^:]+):sts::(\d+):assumed-role/([^/]+)/.+", arn)
+    if assumed:
+        return f"arn:{assumed.group(1)}:iam::{assumed.group(2)}:role/{assumed.group(3)}"
+    user = re.fullmatch(r"arn:([^:]+):(?:sts|iam)::(\d+):user/(.+)", arn)
+    if user:
+        return f"arn:{user.group(1)}:iam::{user.group(2)}:user/{user.group(3)}"
+    return None
+
+
+def _entry_path(response: Any) -> tuple[str, str | None]:
+    """principalArn and policyArn from the path, percent-encoded (in-process) or not (server)."""
+    from urllib.parse import unquote, urlparse
+
+    path = unquote(urlparse(response.path).path if "://" in response.path else response.path)
+    rest = path.split("/access-entries/", 1)[1]
+    principal, _, policy = rest.partition("/access-policies")
+    return principal, (policy.lstrip("/") or None)
+
+
+def _r_create_cluster(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    cluster = self.eks_backend.create_cluster(
+        name=self._get_param("name"), version=self._get_param("version"),
+        role_arn=self._get_param("roleArn"), resources_vpc_config=self._get_param("resourcesVpcConfig"),
+        kubernetes_network_config=self._get_param("kubernetesNetworkConfig"),
+        logging=self._get_param("logging"), client_request_token=self._get_param("clientRequestToken"),
+        tags=self._get_param("tags"), encryption_config=self._get_param("encryptionConfig"),
+        remote_network_config=self._get_param("remoteNetworkConfig"),
+        access_config=self._get_param("accessConfig"), creator_arn=_caller_principal(self))
+    return ActionResult({"cluster": cluster})
+
+
+def _r_update_cluster_config(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    update = self.eks_backend.update_cluster_config(
+        name=self._get_param("name"), resources_vpc_config=self._get_param("resourcesVpcConfig"),
+        logging=self._get_param("logging"), client_request_token=self._get_param("clientRequestToken"),
+        kubernetes_network_config=self._get_param("kubernetesNetworkConfig"),
+        remote_network_config=self._get_param("remoteNetworkConfig"),
+        access_config=self._get_param("accessConfig"))
+    return ActionResult({"update": update})  # EKS answers with the update, not the cluster
+
+
+def _r_update_cluster_version(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    update = self.eks_backend.update_cluster_version(
+        name=self._get_param("name"), version=self._get_param("version"),
+        client_request_token=self._get_param("clientRequestToken"),
+        force=bool(self._get_param("force")))
+    return ActionResult({"update": update})
+
+
+def _r_update_nodegroup_version(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    update = self.eks_backend.update_nodegroup_version(
+        cluster_name=self._get_param("name"), nodegroup_name=self._get_param("nodegroupName"),
+        version=self._get_param("version"), release_version=self._get_param("releaseVersion"),
+        launch_template=self._get_param("launchTemplate"), force=bool(self._get_param("force")),
+        client_request_token=self._get_param("clientRequestToken"))
+    return ActionResult({"update": update})
+
+
+def _r_describe_update(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    update = self.eks_backend.describe_update(
+        name=self._get_param("name"), update_id=self._get_param("updateId"),
+        nodegroup_name=self._get_param("nodegroupName"))
+    return ActionResult({"update": update})
+
+
+def _r_list_updates(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    ids = self.eks_backend.list_updates(name=self._get_param("name"),
+                                        nodegroup_name=self._get_param("nodegroupName"))
+    return ActionResult({"updateIds": ids})
+
+
+def _r_create_access_entry(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    entry = self.eks_backend.create_access_entry(
+        cluster_name=self._get_param("name"), principal_arn=self._get_param("principalArn"),
+        kubernetes_groups=self._get_param("kubernetesGroups"), tags=self._get_param("tags"),
+        username=self._get_param("username"), type=self._get_param("type"))
+    return ActionResult({"accessEntry": entry})
+
+
+def _r_describe_access_entry(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    principal, _ = _entry_path(self)
+    entry = self.eks_backend.describe_access_entry(cluster_name=self._get_param("name"),
+                                                   principal_arn=principal)
+    return ActionResult({"accessEntry": entry})
+
+
+def _r_update_access_entry(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    principal, _ = _entry_path(self)
+    entry = self.eks_backend.update_access_entry(
+        cluster_name=self._get_param("name"), principal_arn=principal,
+        kubernetes_groups=self._get_param("kubernetesGroups"), username=self._get_param("username"))
+    return ActionResult({"accessEntry": entry})
+
+
+def _r_delete_access_entry(self: Any) -> Any:
+    from moto.core.responses import EmptyResult
+
+    principal, _ = _entry_path(self)
+    self.eks_backend.delete_access_entry(cluster_name=self._get_param("name"), principal_arn=principal)
+    return EmptyResult()
+
+
+def _r_list_access_entries(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    arns = self.eks_backend.list_access_entries(
+        cluster_name=self._get_param("name"),
+        associated_policy_arn=self._get_param("associatedPolicyArn"))
+    return ActionResult({"accessEntries": arns})
+
+
+def _r_associate_access_policy(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    principal, _ = _entry_path(self)
+    result = self.eks_backend.associate_access_policy(
+        cluster_name=self._get_param("name"), principal_arn=principal,
+        policy_arn=self._get_param("policyArn"), access_scope=self._get_param("accessScope"))
+    return ActionResult(result)
+
+
+def _r_list_associated_access_policies(self: Any) -> Any:
+    from moto.core.responses import ActionResult
+
+    principal, _ = _entry_path(self)
+    name = self._get_param("name")
+    policies = self.eks_backend.list_associated_access_policies(cluster_name=name,
+                                                                principal_arn=principal)
+    return ActionResult({"clusterName": name, "principalArn": principal,
+                         "associatedAccessPolicies": policies})
+
+
+def _r_disassociate_access_policy(self: Any) -> Any:
+    from moto.core.responses import EmptyResult
+
+    principal, policy = _entry_path(self)
+    self.eks_backend.disassociate_access_policy(cluster_name=self._get_param("name"),
+                                                principal_arn=principal, policy_arn=policy or "")
+    return EmptyResult()
+
+
+_BACKEND_REPLACEMENTS: dict[str, Callable[..., Any]] = {
+    "create_cluster": _create_cluster,
+    "delete_cluster": _delete_cluster,
+    "update_cluster_config": _update_cluster_config,
+    "create_nodegroup": _create_nodegroup,
+    "delete_nodegroup": _delete_nodegroup,
+    "update_nodegroup_config": _update_nodegroup_config,
+    "list_nodegroups": _list_nodegroups,
+    "tag_resource": _tag_resource,
+    "untag_resource": _untag_resource,
+    "list_tags_for_resource": _list_tags_for_resource,
+}
+_BACKEND_ADDITIONS: dict[str, Callable[..., Any]] = {
+    "update_cluster_version": _update_cluster_version,
+    "update_nodegroup_version": _update_nodegroup_version,
+    "describe_update": _describe_update,
+    "list_updates": _list_updates,
+    "create_access_entry": _create_access_entry,
+    "describe_access_entry": _describe_access_entry,
+    "update_access_entry": _update_access_entry,
+    "delete_access_entry": _delete_access_entry,
+    "list_access_entries": _list_access_entries,
+    "associate_access_policy": _associate_access_policy,
+    "list_associated_access_policies": _list_associated_access_policies,
+    "disassociate_access_policy": _disassociate_access_policy,
+}
+_RESPONSE_METHODS: dict[str, Callable[..., Any]] = {
+    "create_cluster": _r_create_cluster,
+    "update_cluster_config": _r_update_cluster_config,
+    "update_cluster_version": _r_update_cluster_version,
+    "update_nodegroup_version": _r_update_nodegroup_version,
+    "describe_update": _r_describe_update,
+    "list_updates": _r_list_updates,
+    "create_access_entry": _r_create_access_entry,
+    "describe_access_entry": _r_describe_access_entry,
+    "update_access_entry": _r_update_access_entry,
+    "delete_access_entry": _r_delete_access_entry,
+    "list_access_entries": _r_list_access_entries,
+    "associate_access_policy": _r_associate_access_policy,
+    "list_associated_access_policies": _r_list_associated_access_policies,
+    "disassociate_access_policy": _r_disassociate_access_policy,
+}
+
+
+def _install_eks() -> None:
+    """Patch moto's EKS backend, responses and URLs (once: the classes carry a marker)."""
+    from moto.eks import models, responses, urls
+
+    backend_cls, response_cls = models.EKSBackend, responses.EKSResponse
+    if getattr(backend_cls, "_exaprov_patched", False):
+        return
+    for name, replacement in _BACKEND_REPLACEMENTS.items():
+        _ORIGINAL[name] = getattr(backend_cls, name)
+        setattr(backend_cls, name, replacement)
+    for name, addition in _BACKEND_ADDITIONS.items():
+        setattr(backend_cls, name, addition)
+    # Every backend call first applies the transitions whose time has come.
+    for name, attr in list(vars(backend_cls).items()):
+        if not name.startswith("_") and callable(attr) and not isinstance(attr, type) \
+                and not getattr(attr, "_exaprov_settled", False):
+            setattr(backend_cls, name, _settled(attr))
+    for name, method in _RESPONSE_METHODS.items():
+        setattr(response_cls, name, method)
+    # moto reads url_paths each request (in-process) and when the server builds its app.
+    for pattern in EXTRA_URL_PATHS:
+        urls.url_paths.setdefault(pattern, urls.response.dispatch)
+    backend_cls._exaprov_patched = True
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: the only addresses we may bind."""
@@ -87,6 +1383,8 @@ def serve(host: str = "127.0.0.1", port: int = 0, ready_file: Path | None = None
     except ImportError as exc:
         raise ExaprovError(MOTO_MISSING) from exc
 
+    # How long clusters and node groups stay CREATING/UPDATING/DELETING (default: instant).
+    configure_durations(**durations_from_env())
     install_extensions()
     app = DomainDispatcherApplication(create_backend_app)
     server = make_server(host, port, app, threaded=True)

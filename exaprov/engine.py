@@ -316,11 +316,11 @@ class StepContext:
                           describe=describe)
 
     def retry_while(self, what: str, call: Callable[[], T], codes: set[str], *,
-                    timeout: float, hint: str | None = None) -> T:
+                    timeout: float, hint: str | None = None, message: str | None = None) -> T:
         """Retry while AWS says "not yet"; raises the raw ClientError (callers run inside
         create/update/delete, which name the step)."""
         return retry_while(what, call, codes, timeout=timeout, cancel=self.cancel,
-                           report=self.report, hint=hint)
+                           report=self.report, hint=hint, message=message)
 
 
 # -- walking the graph -------------------------------------------------------------

@@ -68,12 +68,18 @@ def wait_until(what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
 
 def retry_while(what: str, call: Callable[[], T], codes: set[str], *, timeout: float,
                 cancel: CancelToken, report: Callable[[str], None],
-                hint: str | None = None) -> T:
-    """Call, retrying while AWS answers with one of `codes`, for at most `timeout` (scaled)."""
+                hint: str | None = None, message: str | None = None) -> T:
+    """Call, retrying while AWS answers with one of `codes` (and, if given, an error message
+    containing `message`), for at most `timeout` (scaled)."""
     started = time.monotonic()
 
+    def matches(exc: BaseException) -> bool:
+        if not isinstance(exc, ClientError) or error_code(exc) not in codes:
+            return False
+        return message is None or message.lower() in str(exc).lower()
+
     def retryable(exc: BaseException) -> bool:
-        if isinstance(exc, ClientError) and error_code(exc) in codes:
+        if matches(exc):
             report(f"{what}: {error_code(exc)}, retrying ({_fmt(time.monotonic() - started)})")
             return True
         return False
@@ -88,7 +94,7 @@ def retry_while(what: str, call: Callable[[], T], codes: set[str], *, timeout: f
     try:
         return retrying(call)
     except ClientError as exc:
-        if error_code(exc) in codes:
+        if matches(exc):
             exc.response.setdefault("Error", {})["Message"] = (
                 f"{exc.response['Error'].get('Message', '')} — still failing after "
                 f"{_fmt(scaled(timeout))} of retries ({what})" + (f"; {hint}" if hint else ""))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 from moto import mock_aws
+from moto.iam.aws_managed_policies import aws_managed_policies_data
+from moto.iam.models import AWSManagedPolicy, IAMBackend
 
+from exaprov import emulator
 from exaprov.cli import main
 
 READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Lookup")
@@ -101,3 +106,24 @@ def tagged(ec2: Any, operation: str, key: str, name: str = "example",
 
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+emulator.install_extensions()  # what EKS does and moto does not, for every test
+
+# The AWS managed policies exaprov attaches. moto rejects attaching one it does not have,
+# so these prove the names are real; loading all ~1,000 costs about a second per test.
+USED_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
+                 "AmazonEC2ContainerRegistryReadOnly", "AmazonS3ReadOnlyAccess")
+
+
+@cache
+def _managed_policy_data() -> dict[str, Any]:
+    data = json.loads(aws_managed_policies_data)
+    return {name: data[name] for name in USED_POLICIES}
+
+
+@pytest.fixture(autouse=True)
+def _few_managed_policies(monkeypatch: pytest.MonkeyPatch) -> None:
+    def init(self: IAMBackend) -> list[Any]:
+        return [AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+                for name, data in _managed_policy_data().items()]
+
+    monkeypatch.setattr(IAMBackend, "_init_aws_policies", init)

@@ -1,0 +1,246 @@
+"""The EKS cluster and its node groups (SPEC §2) against moto + exaprov's emulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.handlers
+import pytest
+from botocore.exceptions import ClientError
+
+from exaprov import emulator
+from exaprov.aws import tag_dict
+from tests.conftest import REGION, cli, tagged, write_config
+
+SYSTEM = {"default": ("m5.xlarge", 1, 10, {}, set()),
+          "scheduler": ("c5.xlarge", 1, 2, {"role": "scheduler"},
+                        {("dedicated", "scheduler", "NO_SCHEDULE")}),
+          "module-repository": ("c5.xlarge", 1, 2, {"role": "module-repository"},
+                                {("dedicated", "module-repository", "NO_SCHEDULE")}),
+          "prometheus": ("m5.xlarge", 1, 1, {"role": "prometheus"},
+                         {("dedicated", "prometheus", "NO_SCHEDULE")})}
+CLUSTER = "exafunction-cluster-example"
+
+
+def eks() -> Any:
+    return boto3.client("eks", region_name=REGION)
+
+
+def node_groups() -> dict[str, dict[str, Any]]:
+    client = eks()
+    return {n: client.describe_nodegroup(clusterName=CLUSTER, nodegroupName=n)["nodegroup"]
+            for n in client.list_nodegroups(clusterName=CLUSTER)["nodegroups"]}
+
+
+def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    cluster = eks().describe_cluster(name=CLUSTER)["cluster"]
+    network = json.loads(Path("state/example.json").read_text())["outputs"]["network"]
+    assert cluster["version"] == "1.34"
+    vpc_config = cluster["resourcesVpcConfig"]
+    assert sorted(vpc_config["subnetIds"]) == sorted(network["private_subnet_ids"])
+    assert vpc_config["endpointPrivateAccess"] and vpc_config["endpointPublicAccess"]
+    assert vpc_config["publicAccessCidrs"] == ["0.0.0.0/0"]
+    assert cluster["logging"]["clusterLogging"][0]["types"] == ["api", "audit", "authenticator"]
+    kms = boto3.client("kms", region_name=REGION)
+    key_arn = kms.describe_key(KeyId=f"alias/eks/{CLUSTER}")["KeyMetadata"]["Arn"]
+    assert cluster["encryptionConfig"] == [{"resources": ["secrets"], "provider": {"keyArn": key_arn}}]
+    assert cluster["tags"]["exaprov:deployment"] == "example"
+
+    # The primary SG (made by EKS, here by the emulator) admits the whole VPC.
+    primary = ec2.describe_security_groups(GroupIds=[vpc_config["clusterSecurityGroupId"]])[
+        "SecurityGroups"][0]
+    assert any(p.get("FromPort") == 0 and p.get("ToPort") == 65535 and
+               {"CidrIp": "10.255.0.0/16"}.items() <= (p["IpRanges"] or [{}])[0].items()
+               for p in primary["IpPermissions"])
+
+    groups = node_groups()
+    assert set(groups) == {*SYSTEM, "runner-cpu", "runner-gpu"}
+    for name, (itype, low, high, labels, taints) in SYSTEM.items():
+        group = groups[name]
+        assert group["instanceTypes"] == [itype] and group["capacityType"] == "ON_DEMAND"
+        assert (group["scalingConfig"]["minSize"], group["scalingConfig"]["maxSize"]) == (low, high)
+        assert group["labels"] == labels
+        assert {(t["key"], t.get("value", ""), t["effect"]) for t in group.get("taints", [])} == taints
+        assert group["amiType"] == "AL2023_x86_64_STANDARD"
+    cpu, gpu = groups["runner-cpu"], groups["runner-gpu"]
+    assert (cpu["capacityType"], cpu["instanceTypes"], cpu["amiType"]) == (
+        "SPOT", ["m5.xlarge"], "AL2023_x86_64_STANDARD")
+    assert cpu["scalingConfig"] == {"minSize": 1, "maxSize": 4, "desiredSize": 1}
+    assert cpu["labels"] == {"role": "runner"}
+    assert {(t["key"], t["value"], t["effect"]) for t in cpu["taints"]} == {
+        ("dedicated", "runner", "NO_SCHEDULE")}
+    assert (gpu["capacityType"], gpu["instanceTypes"], gpu["amiType"]) == (
+        "ON_DEMAND", ["g4dn.xlarge"], "AL2023_x86_64_NVIDIA")
+    assert gpu["scalingConfig"] == {"minSize": 0, "maxSize": 3, "desiredSize": 0}
+    assert gpu["labels"] == {"role": "runner", "nvidia.com/gpu": "present",
+                             "k8s.amazonaws.com/accelerator": "nvidia-tesla-t4"}
+    assert {(t["key"], t["value"], t["effect"]) for t in gpu["taints"]} == {
+        ("dedicated", "runner", "NO_SCHEDULE"), ("nvidia.com/gpu", "present", "NO_SCHEDULE")}
+
+    # Launch templates: disk, IMDSv2 with one hop, instance tags on instances and volumes.
+    for group in groups.values():
+        lt = group["launchTemplate"]
+        data = ec2.describe_launch_template_versions(
+            LaunchTemplateId=lt["id"], Versions=[str(lt["version"])])["LaunchTemplateVersions"][0][
+            "LaunchTemplateData"]
+        ebs = data["BlockDeviceMappings"][0]
+        assert ebs["DeviceName"] == "/dev/xvda"
+        assert ebs["Ebs"]["VolumeSize"] == 100 and ebs["Ebs"]["DeleteOnTermination"] is True
+        assert data["MetadataOptions"]["HttpTokens"] == "required"
+        assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        specs = {t["ResourceType"]: tag_dict(t["Tags"]) for t in data["TagSpecifications"]}
+        assert specs["instance"] == specs["volume"] == {"owner": "exafunction"}
+
+    # ASG tags for the cluster autoscaler, including the scale-from-zero templates.
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    for name, group in groups.items():
+        asg = group["resources"]["autoScalingGroups"][0]["name"]
+        tags = {t["Key"]: t["Value"] for t in autoscaling.describe_tags(
+            Filters=[{"Name": "auto-scaling-group", "Values": [asg]}])["Tags"]}
+        assert tags["owner"] == "exafunction", name
+        if name.startswith("runner-"):
+            assert tags["k8s.io/cluster-autoscaler/node-template/label/role"] == "runner"
+            assert tags["k8s.io/cluster-autoscaler/node-template/taint/dedicated"] == "runner:NoSchedule"
+    gpu_asg = gpu["resources"]["autoScalingGroups"][0]["name"]
+    gpu_tags = {t["Key"]: t["Value"] for t in autoscaling.describe_tags(
+        Filters=[{"Name": "auto-scaling-group", "Values": [gpu_asg]}])["Tags"]}
+    assert gpu_tags["k8s.io/cluster-autoscaler/node-template/taint/nvidia.com/gpu"] == "present:NoSchedule"
+    assert gpu_tags["k8s.io/cluster-autoscaler/node-template/label/k8s.amazonaws.com/accelerator"] == \
+        "nvidia-tesla-t4"
+
+    # OIDC provider for this cluster's issuer; log group retention; role policies.
+    iam = boto3.client("iam", region_name=REGION)
+    issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
+    arns = [p["Arn"] for p in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]]
+    assert [a for a in arns if a.endswith(issuer)]
+    provider = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arns[0])
+    assert provider["ClientIDList"] == ["sts.amazonaws.com"]
+    logs = boto3.client("logs", region_name=REGION)
+    group = logs.describe_log_groups(logGroupNamePrefix=f"/aws/eks/{CLUSTER}/cluster")["logGroups"][0]
+    assert group["retentionInDays"] == 90
+    attached = {p["PolicyName"] for p in iam.list_attached_role_policies(
+        RoleName=cluster["roleArn"].rsplit("/", 1)[1])["AttachedPolicies"]}
+    assert attached == {"AmazonEKSClusterPolicy"}
+
+
+def test_second_up_makes_no_mutating_call(workdir: Path, aws: None, calls: Any) -> None:
+    assert cli("up", "--yes").exit_code == 0
+    calls.clear()
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert calls.mutating() == []
+
+
+def test_raising_max_size_is_one_update_call(workdir: Path, aws: None, calls: Any) -> None:
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": {"runner_pools": [
+        {"suffix": "cpu", "node_instance_category": "cpu", "capacity_type": "SPOT",
+         "node_instance_type": "m5.xlarge", "disk_size": 100, "min_size": 1, "max_size": 8},
+        {"suffix": "gpu", "node_instance_category": "gpu", "capacity_type": "ON_DEMAND",
+         "node_instance_type": "g4dn.xlarge", "disk_size": 100, "min_size": 0, "max_size": 3,
+         "accelerator_label": "nvidia-tesla-t4"}]}})
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert calls.mutating() == [("eks", "UpdateNodegroupConfig")]
+    scaling = node_groups()["runner-cpu"]["scalingConfig"]
+    assert scaling == {"minSize": 1, "maxSize": 8, "desiredSize": 1}
+
+
+def test_removing_a_pool_is_a_planned_delete_of_only_that_pool(workdir: Path, aws: None) -> None:
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": {"runner_pools": [
+        {"suffix": "cpu", "node_instance_category": "cpu", "capacity_type": "SPOT",
+         "node_instance_type": "m5.xlarge", "disk_size": 100, "min_size": 1, "max_size": 4}]}})
+    plan = json.loads(cli("plan", "--output", "json").stdout)
+    assert [(c["action"], c["address"]) for c in plan["changes"]] == [
+        ("delete", "node-groups.runner-gpu")]
+    refused = cli("up")  # no terminal to confirm on: nothing deleted
+    assert refused.exit_code == 2 and "runner-gpu" in refused.output
+    assert "runner-gpu" in node_groups()
+    assert cli("up", "--yes").exit_code == 0
+    assert set(node_groups()) == {*SYSTEM, "runner-cpu"}
+
+
+def test_role_propagation_errors_are_retried(workdir: Path, aws: None) -> None:
+    """F5: EKS rejects a role created seconds ago until IAM has propagated it."""
+    refusals = [2]
+
+    def not_yet(model: Any, **_: Any) -> None:
+        if model.name == "CreateCluster" and refusals[0] > 0:
+            refusals[0] -= 1
+            raise ClientError({"Error": {"Code": "InvalidParameterException", "Message":
+                               "Role with arn: arn:aws:iam::123456789012:role/x, could not be "
+                               "assumed because it does not exist or the trusted entity is not "
+                               "correct"}}, "CreateCluster")
+
+    entry = ("before-call", not_yet)
+    botocore.handlers.BUILTIN_HANDLERS.append(entry)
+    try:
+        result = cli("up", "--yes")
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+    assert result.exit_code == 0, result.output
+    assert refusals == [0]
+    assert eks().list_clusters()["clusters"] == [CLUSTER]
+
+
+def test_a_cluster_creating_past_the_timeout_is_resumed(
+        workdir: Path, aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real EKS takes 10-16 minutes; a wait that times out leaves the cluster recorded and the
+    next `up` waits for it instead of creating a second one."""
+    monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.0001")
+    emulator.configure_durations(cluster_create=3600.0)
+    result = cli("up", "--yes")
+    assert result.exit_code == 1
+    assert f"cluster {CLUSTER} still CREATING" in result.output
+    record = json.loads(Path("state/example.json").read_text())["resources"]["cluster.cluster"]
+    assert record["status"] == "created" and record["id"] == CLUSTER
+
+    emulator.configure_durations()
+    monkeypatch.setattr(emulator, "_now", lambda: float("inf"))  # the hour has passed
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    assert eks().list_clusters()["clusters"] == [CLUSTER]
+    assert eks().describe_cluster(name=CLUSTER)["cluster"]["status"] == "ACTIVE"
+
+
+def test_destroy_leaves_nothing_even_with_a_kubernetes_load_balancer(
+        workdir: Path, ec2: Any) -> None:
+    assert cli("up", "--yes").exit_code == 0
+    vpc_id = tagged(ec2, "describe_vpcs", "Vpcs")[0]["VpcId"]
+    subnets = json.loads(Path("state/example.json").read_text())["outputs"]["network"][
+        "public_subnet_ids"]
+    # What the AWS load balancer controller makes for a LoadBalancer Service (Grafana).
+    k8s_tags = [{"Key": f"kubernetes.io/cluster/{CLUSTER}", "Value": "owned"},
+                {"Key": "elbv2.k8s.aws/cluster", "Value": CLUSTER}]
+    lb_sg = ec2.create_security_group(GroupName="k8s-elb-grafana", Description="k8s", VpcId=vpc_id,
+                                      TagSpecifications=[{"ResourceType": "security-group",
+                                                          "Tags": k8s_tags}])["GroupId"]
+    elbv2 = boto3.client("elbv2", region_name=REGION)
+    elbv2.create_load_balancer(Name="k8s-grafana", Subnets=subnets[:2], SecurityGroups=[lb_sg],
+                               Tags=k8s_tags)
+
+    result = cli("destroy", "--yes")
+    assert result.exit_code == 0, result.output
+    assert elbv2.describe_load_balancers()["LoadBalancers"] == []
+    assert eks().list_clusters()["clusters"] == []
+    assert tagged(ec2, "describe_vpcs", "Vpcs") == []
+    assert tagged(ec2, "describe_security_groups", "SecurityGroups") == []
+    assert tagged(ec2, "describe_launch_templates", "LaunchTemplates") == []
+    iam = boto3.client("iam", region_name=REGION)
+    assert [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith(CLUSTER)] == []
+    assert iam.list_open_id_connect_providers()["OpenIDConnectProviderList"] == []
+    logs = boto3.client("logs", region_name=REGION)
+    assert logs.describe_log_groups(logGroupNamePrefix="/aws/eks/")["logGroups"] == []
+    kms = boto3.client("kms", region_name=REGION)
+    ours = [k["KeyId"] for k in kms.list_keys()["Keys"]
+            if {"TagKey": "exaprov:deployment", "TagValue": "example"}
+            in kms.list_resource_tags(KeyId=k["KeyId"])["Tags"]]
+    states = [kms.describe_key(KeyId=k)["KeyMetadata"]["KeyState"] for k in ours]
+    assert states == ["PendingDeletion"]  # AWS's minimum 7-day window before it is gone
+    assert cli("destroy", "--yes").exit_code == 0
