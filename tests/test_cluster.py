@@ -244,3 +244,122 @@ def test_destroy_leaves_nothing_even_with_a_kubernetes_load_balancer(
     states = [kms.describe_key(KeyId=k)["KeyMetadata"]["KeyState"] for k in ours]
     assert states == ["PendingDeletion"]  # AWS's minimum 7-day window before it is gone
     assert cli("destroy", "--yes").exit_code == 0
+
+
+def pools(cpu_type: str = "m5.xlarge", cpu_disk: int = 100) -> dict[str, Any]:
+    return {"runner_pools": [
+        {"suffix": "cpu", "node_instance_category": "cpu", "capacity_type": "SPOT",
+         "node_instance_type": cpu_type, "disk_size": cpu_disk, "min_size": 1, "max_size": 4}]}
+
+
+def test_instance_type_change_replaces_the_group_new_first(
+        workdir: Path, aws: None, calls: Any) -> None:
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    old = node_groups()["runner-cpu"]
+    write_config({"name": "example", "cluster": pools(cpu_type="m5.2xlarge")})
+    plan = json.loads(cli("plan", "--output", "json").stdout)
+    assert [(c["action"], c["address"]) for c in plan["changes"]] == [
+        ("replace", "node-groups.runner-cpu")]
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    operations = [op for _, op in calls.mutating()]
+    # Capacity never drops to zero: the new group exists before the old one is deleted.
+    assert operations.index("CreateNodegroup") < operations.index("DeleteNodegroup")
+    groups = node_groups()
+    new = [g for n, g in groups.items() if n.startswith("runner-cpu")]
+    assert len(new) == 1 and new[0]["instanceTypes"] == ["m5.2xlarge"]
+    assert new[0]["nodegroupName"] != old["nodegroupName"]
+    assert new[0]["tags"]["exaprov:resource"] == "runner-cpu"
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert calls.mutating() == []
+
+
+def test_disk_size_change_is_a_new_template_version_rolled_out(
+        workdir: Path, ec2: Any, calls: Any) -> None:
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    before = node_groups()["runner-cpu"]["launchTemplate"]
+    write_config({"name": "example", "cluster": pools(cpu_disk=200)})
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert [op for _, op in calls.mutating()] == ["CreateLaunchTemplateVersion",
+                                                  "UpdateNodegroupVersion"]
+    after = node_groups()["runner-cpu"]["launchTemplate"]
+    assert after["id"] == before["id"] and int(after["version"]) == int(before["version"]) + 1
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=after["id"], Versions=[
+        str(after["version"])])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 200
+
+
+def test_version_upgrade_one_minor_then_node_groups(workdir: Path, aws: None, calls: Any) -> None:
+    write_config({"name": "example", "cluster": {**pools(), "cluster_version": "1.33"}})
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": {**pools(), "cluster_version": "1.35"}})
+    calls.clear()
+    too_far = cli("up", "--yes")
+    assert too_far.exit_code == 2 and "one minor version at a time" in too_far.output
+    assert calls.mutating() == []
+    write_config({"name": "example", "cluster": {**pools(), "cluster_version": "1.34"}})
+    assert cli("up", "--yes").exit_code == 0, cli("status").output
+    assert eks().describe_cluster(name=CLUSTER)["cluster"]["version"] == "1.34"
+    assert {g["version"] for g in node_groups().values()} == {"1.34"}
+
+
+def test_access_entries_for_aws_auth_roles_and_users(workdir: Path, aws: None) -> None:
+    role = "arn:aws:iam::123456789012:role/platform-admins"
+    user = "arn:aws:iam::123456789012:user/ci"
+    iam = boto3.client("iam", region_name=REGION)  # EKS checks that the principals exist
+    iam.create_role(RoleName="platform-admins", AssumeRolePolicyDocument="{}")
+    iam.create_user(UserName="ci")
+    write_config({"name": "example", "cluster": {**pools(), "aws_auth_roles": [
+        {"rolearn": role, "username": "admin", "groups": ["system:masters"]}],
+        "aws_auth_users": [{"userarn": user, "username": "ci", "groups": ["deployers"]}]}})
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    client = eks()
+    ci = client.describe_access_entry(clusterName=CLUSTER, principalArn=user)["accessEntry"]
+    assert (ci["username"], ci["kubernetesGroups"]) == ("ci", ["deployers"])
+    policies = client.list_associated_access_policies(clusterName=CLUSTER, principalArn=role)
+    assert [p["policyArn"] for p in policies["associatedAccessPolicies"]] == [
+        "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"]
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    left = client.list_access_entries(clusterName=CLUSTER)["accessEntries"]
+    assert role not in left and user not in left
+
+
+def test_labels_taints_and_a_lower_max_change_in_place(workdir: Path, aws: None, calls: Any) -> None:
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    group = node_groups()["runner-cpu"]
+    # The cluster autoscaler scaled the group to 4; exaprov never reverts that.
+    eks().update_nodegroup_config(clusterName=CLUSTER, nodegroupName="runner-cpu",
+                                  scalingConfig={"minSize": 1, "maxSize": 4, "desiredSize": 4})
+    changed = pools()
+    changed["runner_pools"][0].update(max_size=3, additional_labels={"team": "ml"},
+                                      additional_taints=[{"key": "gpu-free", "value": "yes",
+                                                          "effect": "NO_EXECUTE"}])
+    write_config({"name": "example", "cluster": changed})
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert calls.mutating() == [("eks", "UpdateNodegroupConfig"), ("autoscaling", "CreateOrUpdateTags")]
+    group = node_groups()["runner-cpu"]
+    assert group["scalingConfig"] == {"minSize": 1, "maxSize": 3, "desiredSize": 3}  # clamped
+    assert group["labels"] == {"role": "runner", "team": "ml"}
+    assert {(t["key"], t["value"], t["effect"]) for t in group["taints"]} == {
+        ("dedicated", "runner", "NO_SCHEDULE"), ("gpu-free", "yes", "NO_EXECUTE")}
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    asg = group["resources"]["autoScalingGroups"][0]["name"]
+
+    def template_tags() -> dict[str, str]:
+        return {t["Key"]: t["Value"] for t in autoscaling.describe_tags(Filters=[
+            {"Name": "auto-scaling-group", "Values": [asg]}])["Tags"]
+            if t["Key"].startswith("k8s.io/cluster-autoscaler/node-template/")}
+
+    assert template_tags()["k8s.io/cluster-autoscaler/node-template/label/team"] == "ml"
+    write_config({"name": "example", "cluster": pools()})  # label and taint removed again
+    assert cli("up", "--yes").exit_code == 0
+    assert set(template_tags()) == {"k8s.io/cluster-autoscaler/node-template/label/role",
+                                    "k8s.io/cluster-autoscaler/node-template/taint/dedicated"}

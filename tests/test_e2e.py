@@ -74,10 +74,18 @@ def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_serve
     assert tagged(ec2, "describe_nat_gateways", "NatGateways", filter_param="Filter") == []
 
 
-def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path) -> None:
+def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The emulator keeps the cluster and node groups CREATING for a while, as EKS does (for
+    # minutes), so the installed command really polls and reports its waits.
+    monkeypatch.setenv("EXAPROV_EMULATOR_CLUSTER_CREATE_SECONDS", "1")
+    monkeypatch.setenv("EXAPROV_EMULATOR_NODEGROUP_CREATE_SECONDS", "0.5")
+    monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")
     run("init", cwd=tmp_path)
     try:
-        run("up", "--sandbox", "--yes", cwd=tmp_path)
+        up = run("up", "--sandbox", "--yes", cwd=tmp_path)
+        assert "waiting for cluster exafunction-cluster-example: CREATING" in up.stderr
+        assert "waiting for node group runner-cpu: CREATING" in up.stderr
         status = json.loads(run("status", "--sandbox", "--output", "json", cwd=tmp_path).stdout)
         assert status["in_sync"] is True
         assert {r["address"] for r in status["resources"]} >= {"cluster.cluster", "nat.nat"}

@@ -430,6 +430,14 @@ def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec]) -> None:
         ctx.update("asg-tags", "autoscaling:tags", f"{len(missing)} autoscaler tag(s)",
                    lambda: [autoscaling.create_or_update_tags(Tags=missing[i:i + 50])
                             for i in range(0, len(missing), 50)])
+    # A label or taint gone from the config must not keep telling the autoscaler it exists.
+    stale = [{"ResourceId": asg, "ResourceType": "auto-scaling-group", "Key": key}
+             for (asg, key) in live if key.startswith(AUTOSCALER_TEMPLATE + "/")
+             and key not in asg_tags(asgs[asg], ctx.cfg)]
+    if stale:
+        ctx.update("asg-tags", "autoscaling:tags", f"remove {len(stale)} stale autoscaler tag(s)",
+                   lambda: [autoscaling.delete_tags(Tags=stale[i:i + 50])
+                            for i in range(0, len(stale), 50)])
 
 
 # -- destroy ---------------------------------------------------------------------------
