@@ -19,7 +19,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 import exaprov.engine
+from exaprov.errors import ExaprovError
+from exaprov.steps.network import NAT, NETWORK
 from tests.conftest import cli, tagged
+from tests.harness import Stack
 from tests.test_network import NONE, ONE_OF_EACH, census
 
 # Every create a network `up` makes, by address (the engine's crash checkpoints).
@@ -55,11 +58,13 @@ def client_error(code: str, operation: str) -> ClientError:
 @pytest.mark.parametrize("point", ["before_create", "after_create"])
 @pytest.mark.parametrize("address", ADDRESSES)
 def test_a_crash_at_any_create_is_finished_by_the_next_up(
-        workdir: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch, point: str,
+        tmp_path: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch, point: str,
         address: str) -> None:
     """F1/F2: the process dies right after AWS made the resource (or right before the call);
-    the next `up` adopts it by tag/name (or creates it once) and nothing is duplicated."""
+    the next `up` adopts it by tag/name (or creates it once) and nothing is duplicated.
+    Runs the network steps alone: the crash points are theirs."""
     target = f"{point}:{address}"
+    stack = Stack(tmp_path, [NETWORK, NAT])
 
     def crash_at(name: str) -> None:
         if name == target:
@@ -67,16 +72,15 @@ def test_a_crash_at_any_create_is_finished_by_the_next_up(
 
     with monkeypatch.context() as patch:
         patch.setattr(exaprov.engine, "checkpoint", crash_at)
-        assert cli("up", "--yes").exit_code != 0
-    record = json.loads(Path("state/example.json").read_text())["resources"][address]
-    assert record["status"] == "intent" and record["token"]
+        with pytest.raises(ExaprovError):
+            stack.up()
+    record = stack.state().resources[address]
+    assert record["status"] == "intent" and record["token"] and "id" not in record
 
-    result = cli("up", "--yes")
-    assert result.exit_code == 0, result.output
+    stack.up()
     assert census(ec2) == ONE_OF_EACH
-    state = json.loads(Path("state/example.json").read_text())["resources"]
-    assert state[address]["status"] == "created"
-    assert cli("destroy", "--yes").exit_code == 0
+    assert stack.state().resources[address]["status"] == "created"
+    stack.destroy()
     assert census(ec2) == NONE
 
 

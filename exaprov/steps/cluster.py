@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext, is_unknown
-from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
+from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.iam import normalise_policy
 from exaprov.steps.security_groups import Rule, ensure_rules
@@ -287,10 +289,11 @@ def _delete_and_wait(ctx: StepContext, name: str) -> None:
     eks = ctx.aws.client("eks")
     try:
         eks.delete_cluster(name=name)
-    except Exception as exc:  # noqa: BLE001 - already deleting is fine
-        if "ResourceInUse" not in str(exc) or "DELETING" not in str(exc):
-            if not is_not_found(exc):
-                raise
+    except ClientError as exc:
+        # Gone already, or a delete already under way (a destroy resumed after a crash).
+        already = error_code(exc) == "ResourceInUseException" and "DELETING" in str(exc)
+        if not (already or is_not_found(exc)):
+            raise
     _wait_gone(ctx, name)
 
 
@@ -300,7 +303,7 @@ def _wait_gone(ctx: StepContext, name: str) -> None:
     def status() -> str:
         try:
             return eks.describe_cluster(name=name)["cluster"]["status"]
-        except Exception as exc:  # noqa: BLE001
+        except ClientError as exc:
             if is_not_found(exc):
                 return "DELETED"
             raise

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from exaprov.aws import paginate, tag_dict
 from exaprov.engine import TAG_DEPLOYMENT, StepContext
+from exaprov.errors import error_code, is_not_found
 
 LB_DELETE_TIMEOUT = 10 * 60
 DEPENDENCY_TIMEOUT = 15 * 60
@@ -68,8 +71,8 @@ def _tagged_arns(ctx: StepContext, elbv2: Any, arns: list[str], cluster: str) ->
 def _lb_exists(elbv2: Any, arn: str) -> bool:
     try:
         return bool(elbv2.describe_load_balancers(LoadBalancerArns=[arn])["LoadBalancers"])
-    except Exception as exc:  # noqa: BLE001
-        if "LoadBalancerNotFound" in str(exc):
+    except ClientError as exc:
+        if is_not_found(exc) or error_code(exc) == "LoadBalancerNotFound":
             return False
         raise
 

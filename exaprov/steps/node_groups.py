@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
@@ -397,7 +399,7 @@ def _delete_and_wait(ctx: StepContext, name: str) -> None:
     def status() -> str:
         try:
             return eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]["status"]
-        except Exception as exc:  # noqa: BLE001
+        except ClientError as exc:
             if is_not_found(exc):
                 return "DELETED"
             raise
