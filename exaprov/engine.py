@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from exaprov.errors import AwsError, Cancelled, ExaprovError, error_code, is_not_found
+from exaprov.errors import AwsError, Cancelled, ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import CREATED, DELETING, INTENT, State, StateWriter
 from exaprov.timing import CancelToken
 from exaprov.waiting import retry_while, wait_until
@@ -389,14 +389,36 @@ def _outcome(name: str, future: Future[None], seconds: float) -> Outcome:
 
 
 def apply(steps: Sequence[Step], run: Run) -> RunResult:
-    """`up` (APPLY) or `plan`/`status` (PLAN): ensure every enabled step."""
-    active = [s for s in steps if s.enabled(run.cfg)]
-    by_name = {s.name: s for s in active}
+    """`up` (APPLY) or `plan`/`status` (PLAN): ensure every enabled step.
+
+    A step the config turned off (e.g. `module_repo_backend: null`) that still has
+    resources is destroyed instead — in PLAN mode that lists the deletes; in APPLY
+    mode only after `run.confirm` agrees, asked once before anything starts.
+    """
+    enabled = {s.name: s.enabled(run.cfg) for s in steps}
+    active = [s for s in steps if enabled[s.name]]
+    removed = [s for s in steps if not enabled[s.name] and run.state.step_resources(s.name)]
+    if removed and run.mode is Mode.APPLY:
+        names = ", ".join(s.name for s in removed)
+        count = sum(len(run.state.step_resources(s.name)) for s in removed)
+        if not run.confirm(f"The config no longer has {names}: delete its {count} resource(s)?"):
+            raise InputError(f"the config no longer has {names}, whose {count} resource(s) would be "
+                             "deleted; nothing was changed",
+                             hint="run `exaprov plan` to see them, then `exaprov up --yes` to delete "
+                                  "them, or put the config back")
+    by_name = {s.name: s for s in [*active, *removed]}
+    removed_names = {s.name for s in removed}
     outputs: dict[str, dict[str, Any]] = {}
     outputs_mutex = threading.Lock()
 
     def work(name: str) -> None:
         step = by_name[name]
+        if name in removed_names:
+            upstream = {r: run.state.outputs.get(r, {}) for r in step.requires}
+            step.destroy(StepContext(run, step, upstream))
+            if run.mode is Mode.APPLY:
+                run.writer.drop_outputs(name)
+            return
         with outputs_mutex:
             upstream = {r: outputs[r] for r in step.requires if r in outputs}
         result = step.ensure(StepContext(run, step, upstream))
@@ -405,7 +427,13 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
         if run.mode is Mode.APPLY:
             run.writer.set_outputs(name, result)
 
-    graph = {s.name: {r for r in s.requires if r in by_name} for s in active}
+    graph = {s.name: {r for r in s.requires if r in by_name and r not in removed_names}
+             for s in active}
+    for s in removed:  # among removed steps, dependants go first
+        graph.setdefault(s.name, set())
+        for required in s.requires:
+            if required in removed_names:
+                graph.setdefault(required, set()).add(s.name)
     return _walk(graph, work, run)
 
 

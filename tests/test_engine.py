@@ -29,7 +29,7 @@ from exaprov.engine import (
     is_unknown,
     unknown,
 )
-from exaprov.errors import AwsError, Cancelled, ExaprovError, WaitTimeout
+from exaprov.errors import AwsError, Cancelled, ExaprovError, InputError, WaitTimeout
 from exaprov.state import CREATED, DELETING, INTENT, LocalStateStore, State, StateWriter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -683,3 +683,35 @@ def test_a_crash_after_create_leaves_the_intent_with_its_token(tmp_path: Path) -
     assert record["status"] == INTENT
     assert record["token"] == token
     assert "id" not in record
+
+
+@pytest.mark.parametrize("mode", [Mode.APPLY, Mode.PLAN])
+def test_a_step_turned_off_with_resources_is_destroyed_after_confirmation(
+        tmp_path: Path, mode: Mode) -> None:
+    destroyed: list[str] = []
+
+    def destroy(ctx: StepContext) -> None:
+        destroyed.append(ctx.step)
+        ctx.delete("thing", "kind", ctx.recorded_id("thing"), lambda rid: None,
+                   detail="DATA LOSS: thing")
+
+    run = make_run(tmp_path)
+    run.writer.record("gone.thing", kind="kind", id="t-1", status="created")
+    run.writer.record("gone-child.thing", kind="kind", id="t-2", status="created")
+    run.writer.dry_run = mode is Mode.PLAN
+    steps = [step("gone", (), lambda ctx: {}, destroy=destroy, enabled=lambda cfg: False),
+             step("gone-child", ("gone",), lambda ctx: {}, destroy=destroy,
+                  enabled=lambda cfg: False),
+             step("never", (), lambda ctx: {}, destroy=destroy, enabled=lambda cfg: False)]
+    run.mode = mode
+    if mode is Mode.APPLY:
+        run.confirm = lambda question: False
+        with pytest.raises(InputError, match="gone"):
+            apply(steps, run)
+        assert destroyed == []
+        run.confirm = lambda question: "2 resource(s)" in question
+    result = apply(steps, run)
+    assert destroyed == ["gone-child", "gone"]  # dependants first; `never` has nothing to delete
+    assert [(c.action, c.address) for c in result.changes] == [
+        ("delete", "gone-child.thing"), ("delete", "gone.thing")]
+    assert bool(run.state.resources) is (mode is Mode.PLAN)
