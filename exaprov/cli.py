@@ -7,6 +7,7 @@ commands that need them, so `exaprov --help` starts at once.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -228,19 +229,48 @@ def destroy(yes: bool, **kw: Any) -> None:
 
 @main.command()
 @target_options
-@output_option("table", "json")
+@output_option("table", "json", "tfvars", "env", "tfstate")
+@click.option("--reveal", is_flag=True,
+              help="Read the secret values (database password, S3 secret key) from Secrets Manager "
+                   "and print them; otherwise they appear as references.")
+@click.option("--file", "file_path", type=click.Path(path_type=Path), default=None,
+              help="With --output tfstate: the Terraform state file to write (mode 0600).")
 @handle_errors
-def outputs(output: str, **kw: Any) -> None:
-    """The deployment's recorded outputs (IDs the ExaDeploy deployment needs)."""
-    from exaprov import render
+def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> None:
+    """What the ExaDeploy Kubernetes deployment needs: cluster, OIDC, database, bucket, keys.
 
-    values = _deployment(kw).outputs()
-    if output == "json":
-        render.print_json(values)
-        return
-    for step, items in values.items():
-        for key, value in items.items():
-            render.out.print(f"{step}.{key} = {value}", markup=False)
+    `--output tfstate --file PATH` writes a Terraform state (format 4) holding only the
+    cloud stack's root outputs, so the companion configuration's `terraform_remote_state`
+    can read it unchanged. It must hold the secrets to be useful, so it is written only
+    on this explicit request, mode 0600.
+    """
+    from exaprov import outputs as out
+    from exaprov import render
+    from exaprov.errors import InputError
+
+    if (output == "tfstate") != (file_path is not None):
+        raise InputError("--file goes with --output tfstate, and --output tfstate needs --file PATH")
+    deployment = _deployment(kw)
+    groups, state = deployment.outputs(reveal=reveal or output == "tfstate")
+    if output == "tfstate":
+        from exaprov.state import write_private
+
+        lineage = state.lineage if state else "00000000-0000-0000-0000-000000000000"
+        document = out.tfstate(groups, lineage=lineage, serial=state.serial if state else 0)
+        write_private(file_path, json.dumps(document, indent=2) + "\n")
+        click.echo(f"Wrote {file_path} (mode 0600). It holds the database password and the S3 "
+                   "secret key in plain text: keep it private and out of version control.", err=True)
+    elif output == "json":
+        render.print_json(groups)
+    elif output == "tfvars":
+        sys.stdout.write(out.render_tfvars(groups))
+    elif output == "env":
+        sys.stdout.write(out.render_env(groups))
+    else:
+        for key, value in out.render_table(groups):
+            render.out.print(f"{key} = {value}", markup=False)
+    if not reveal and output != "tfstate" and groups.get("exafunction_module_repo_backend"):
+        click.echo("Secrets are shown as Secrets Manager references; --reveal prints them.", err=True)
 
 
 @main.group()

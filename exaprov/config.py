@@ -431,6 +431,11 @@ def _require_iam_arn(arn: str, *kinds: str) -> str:
     return arn
 
 
+# EKS access entries refuse these (aws-auth accepted them; exaprov maps system:masters to the
+# cluster-admin access policy instead).
+RESERVED_USERNAME_PREFIXES = ("system:", "eks:", "aws:", "amazon:", "iam:")
+
+
 class _AwsAuthEntry(_Model):
     username: str
     groups: list[str] = Field(default_factory=list)
@@ -440,6 +445,18 @@ class _AwsAuthEntry(_Model):
     def _username(cls, v: str) -> str:
         if not v:
             _fail("must not be empty", v, "the Kubernetes user name to map to")
+        if v.startswith(RESERVED_USERNAME_PREFIXES):
+            _fail("is reserved by EKS", v,
+                  f"a user name not starting with {', '.join(RESERVED_USERNAME_PREFIXES)}")
+        return v
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: list[str]) -> list[str]:
+        for group in v:
+            if group.startswith("system:") and group != "system:masters":
+                _fail("EKS access entries refuse system: groups other than system:masters", group,
+                      "your own group names (system:masters becomes the cluster-admin policy)")
         return v
 
 

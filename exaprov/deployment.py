@@ -145,6 +145,13 @@ class Deployment:
         # Destroy without a state file finds everything by tag and writes no new file.
         return state.serial > 0
 
-    def outputs(self) -> dict[str, Any]:
+    def outputs(self, reveal: bool = False) -> tuple[dict[str, dict[str, Any]], State | None]:
+        """SPEC §5's output groups; secret values read from Secrets Manager only if `reveal`."""
+        from exaprov import outputs
+
         state = self.read_state()
-        return dict(state.outputs) if state else {}
+        groups = outputs.collect(state.outputs if state else {})
+        if reveal:
+            secrets = self.aws.client("secretsmanager")
+            outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])
+        return groups, state

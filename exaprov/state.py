@@ -246,6 +246,12 @@ def _ensure_private_dir(path: Path) -> None:
         os.chmod(folder, 0o700)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, atomically (missing folders made 0700)."""
+    _ensure_private_dir(Path(path).parent)
+    _atomic_write(Path(path), text)
+
+
 def _atomic_write(path: Path, text: str) -> None:
     """Temp file in the same folder, fsync, rename over, fsync the folder."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -143,6 +143,13 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
     ("aws-auth-user-empty-name", _cluster(aws_auth_users=[
         {"userarn": "arn:aws:iam::111122223333:user/ana", "username": ""}]),
      "cluster.aws_auth_users[0].username"),
+    ("aws-auth-reserved-username", _cluster(aws_auth_users=[
+        {"userarn": "arn:aws:iam::111122223333:user/ana", "username": "eks:ana"}]),
+     "cluster.aws_auth_users[0].username"),
+    ("aws-auth-system-group", _cluster(aws_auth_roles=[
+        {"rolearn": "arn:aws:iam::111122223333:role/nodes", "username": "n",
+         "groups": ["system:bootstrappers"]}]),
+     "cluster.aws_auth_roles[0].groups"),
     ("imds-hop-limit", _cluster(imds_hop_limit=0), "cluster.imds_hop_limit"),
     # module_repo_backend
     ("backend-string", {"name": "example", "module_repo_backend": "local"},

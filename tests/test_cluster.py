@@ -363,3 +363,20 @@ def test_labels_taints_and_a_lower_max_change_in_place(workdir: Path, aws: None,
     assert cli("up", "--yes").exit_code == 0
     assert set(template_tags()) == {"k8s.io/cluster-autoscaler/node-template/label/role",
                                     "k8s.io/cluster-autoscaler/node-template/taint/dedicated"}
+
+
+def test_a_principal_eks_already_gave_access_is_refused(workdir: Path, aws: None) -> None:
+    """EKS makes access entries itself (cluster creator, node roles); one cannot be made twice."""
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    iam = boto3.client("iam", region_name=REGION)
+    iam.create_role(RoleName="someone", AssumeRolePolicyDocument="{}")
+    arn = "arn:aws:iam::123456789012:role/someone"
+    eks().create_access_entry(clusterName=CLUSTER, principalArn=arn)  # not exaprov's
+    write_config({"name": "example", "cluster": {**pools(), "aws_auth_roles": [
+        {"rolearn": arn, "username": "someone", "groups": ["readers"]}]}})
+    result = cli("up", "--yes")
+    assert result.exit_code == 2
+    assert arn in result.output and "did not make" in result.output
+    entry = eks().describe_access_entry(clusterName=CLUSTER, principalArn=arn)["accessEntry"]
+    assert entry.get("kubernetesGroups", []) == []  # untouched

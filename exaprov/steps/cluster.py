@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext, is_unknown
+from exaprov.engine import TAG_DEPLOYMENT, Change, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.iam import normalise_policy
@@ -46,9 +46,15 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
     cluster = find_cluster(ctx, name)
     if cluster is not None and cluster["status"] == "FAILED":
         # A failed control plane never recovers: delete it and create it again.
+        _check_ours(ctx, cluster)
+        ctx.run.add_change(Change("replace", ctx.address("cluster"), "eks:cluster",
+                                  "FAILED: delete, then create again"))
+        if ctx.planning:
+            ensure_secrets_key_access(ctx)
+            return _planned_outputs(ctx, name)
         ctx.report(f"cluster {name} is FAILED; replacing it")
         ctx.run.writer.record(ctx.address("cluster"), status=FAILED)
-        _delete_and_wait(ctx, name)
+        ctx.call(_delete_and_wait, ctx, name)
         cluster = None
     if cluster is not None and cluster["status"] == "DELETING":
         if not ctx.planning:
@@ -202,28 +208,49 @@ def reconcile_cluster(ctx: StepContext, cluster: dict[str, Any]) -> dict[str, An
                 f"minor version at a time and never downgrades (got {cfg.cluster_version!r})",
                 hint=f"set 1.{live + 1} first, run `exaprov up`, then go on")
         ctx.update("cluster", "eks:cluster", f"version {cluster['version']} → {cfg.cluster_version}",
-                   lambda: (eks.update_cluster_version(name=name, version=cfg.cluster_version),
-                            wait_for_cluster(ctx, name, CLUSTER_UPDATE_TIMEOUT)))
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_version(
+                       name=name, version=cfg.cluster_version)))
     vpc = cluster["resourcesVpcConfig"]
     if sorted(vpc.get("publicAccessCidrs", [])) != sorted(cfg.endpoint_public_access_cidrs) or \
             not vpc.get("endpointPublicAccess") or not vpc.get("endpointPrivateAccess"):
         ctx.update("cluster", "eks:cluster",
                    f"endpoint access: private+public from {', '.join(cfg.endpoint_public_access_cidrs)}",
-                   lambda: (eks.update_cluster_config(name=name, resourcesVpcConfig={
-                       "endpointPrivateAccess": True, "endpointPublicAccess": True,
-                       "publicAccessCidrs": list(cfg.endpoint_public_access_cidrs)}),
-                            wait_for_cluster(ctx, name, CLUSTER_UPDATE_TIMEOUT)))
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, resourcesVpcConfig={
+                           "endpointPrivateAccess": True, "endpointPublicAccess": True,
+                           "publicAccessCidrs": list(cfg.endpoint_public_access_cidrs)})))
     enabled = {t for entry in cluster.get("logging", {}).get("clusterLogging", [])
                if entry.get("enabled") for t in entry.get("types", [])}
     if not set(LOG_TYPES) <= enabled:
         ctx.update("cluster", "eks:cluster", f"control-plane logs {', '.join(LOG_TYPES)}",
-                   lambda: (eks.update_cluster_config(name=name, logging={"clusterLogging": [
-                       {"types": LOG_TYPES, "enabled": True}]}),
-                            wait_for_cluster(ctx, name, CLUSTER_UPDATE_TIMEOUT)))
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, logging={"clusterLogging": [{"types": LOG_TYPES, "enabled": True}]})))
+    if cluster.get("accessConfig", {}).get("authenticationMode") == "CONFIG_MAP":
+        # Access entries (the cluster-access step) need the API mode; the ConfigMap keeps working.
+        ctx.update("cluster", "eks:cluster", "authentication mode CONFIG_MAP → API_AND_CONFIG_MAP",
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, accessConfig={"authenticationMode": "API_AND_CONFIG_MAP"})))
     changed = any(c.address == ctx.address("cluster") for c in ctx.run.changes)
     if ctx.planning or not changed:
         return cluster
     return ctx.call(lambda: eks.describe_cluster(name=name))["cluster"]
+
+
+def wait_for_update(ctx: StepContext, name: str, response: dict[str, Any],
+                    nodegroup: str | None = None) -> None:
+    """Follow an EKS update to its end: the resource may still read ACTIVE just after the
+    call, and an update can fail while the resource stays ACTIVE."""
+    eks, update_id = ctx.aws.client("eks"), response["update"]["id"]
+    extra = {"nodegroupName": nodegroup} if nodegroup else {}
+    update = ctx.wait_until(
+        f"update {update_id} of {nodegroup or name}",
+        lambda: eks.describe_update(name=name, updateId=update_id, **extra)["update"],
+        lambda u: u["status"] in ("Successful", "Failed", "Cancelled"),
+        timeout=CLUSTER_UPDATE_TIMEOUT, interval=20, describe=lambda u: u["status"])
+    if update["status"] != "Successful":
+        errors = "; ".join(e.get("errorMessage", "") for e in update.get("errors", []))
+        raise ExaprovError(f"{ctx.step}: {update['type']} of {nodegroup or name} {update['status']}: "
+                           f"{errors or 'no reason given'}", hint="fix the cause and run `exaprov up` again")
 
 
 def _minor(version: str) -> int:
@@ -277,12 +304,23 @@ def destroy_cluster(ctx: StepContext) -> None:
     if cluster is not None:
         ctx.delete("cluster", "eks:cluster", name, lambda n: _delete_and_wait(ctx, n))
     oidc_arn = find_oidc_provider(ctx, issuer.removeprefix("https://")) if issuer else \
-        ctx.recorded_id("oidc-provider")
+        ctx.recorded_id("oidc-provider") or _tagged_oidc_provider(ctx)
     ctx.delete("oidc-provider", "iam:oidc-provider", oidc_arn,
                lambda arn: ctx.aws.client("iam").delete_open_id_connect_provider(
                    OpenIDConnectProviderArn=arn))
     for logical in ctx.recorded_logicals():
         ctx.forget(logical)
+
+
+def _tagged_oidc_provider(ctx: StepContext) -> str | None:
+    """The provider of a cluster already gone, found by its tags (state lost or stale)."""
+    iam = ctx.aws.client("iam")
+    for provider in ctx.call(iam.list_open_id_connect_providers)["OpenIDConnectProviderList"]:
+        tags = ctx.call(lambda a=provider["Arn"]: iam.list_open_id_connect_provider_tags(
+            OpenIDConnectProviderArn=a)).get("Tags", [])
+        if {"Key": TAG_DEPLOYMENT, "Value": ctx.cfg.name} in tags:
+            return provider["Arn"]
+    return None
 
 
 def _delete_and_wait(ctx: StepContext, name: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from exaprov.aws import paginate
 from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext, is_unknown
-from exaprov.errors import AwsError, is_not_found
+from exaprov.errors import AwsError, InputError, is_not_found
 
 MASTERS = "system:masters"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -34,7 +34,13 @@ def ensure_cluster_access(ctx: StepContext) -> dict[str, Any]:
     wanted = wanted_entries(ctx.cfg)
     if not wanted and not ctx.recorded_logicals():
         return {"access_entries": []}  # off by default: not even a read
-    live = {} if is_unknown(ctx.upstream["cluster"]["cluster_arn"]) else _our_entries(ctx)
+    live, others = ({}, set()) if is_unknown(ctx.upstream["cluster"]["cluster_arn"]) else _entries(ctx)
+    clash = sorted(set(wanted) & others)
+    if clash:
+        raise InputError(
+            f"cluster.aws_auth_roles/aws_auth_users: {', '.join(clash)} already has an access entry "
+            "that exaprov did not make (EKS makes one for the cluster's creator and for node roles)",
+            hint="remove it from the config; that principal already has access")
     for arn, (username, groups) in wanted.items():
         logical = f"entry:{arn}"
         plain = [g for g in groups if g != MASTERS]
@@ -73,20 +79,27 @@ def ensure_cluster_access(ctx: StepContext) -> dict[str, Any]:
 
 
 def _our_entries(ctx: StepContext) -> dict[str, dict[str, Any]]:
+    return _entries(ctx)[0]
+
+
+def _entries(ctx: StepContext) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """(this deployment's entries by principal, the principals of everyone else's entries)"""
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     try:
         arns = ctx.call(lambda: paginate(eks, "list_access_entries", "accessEntries", clusterName=cluster))
     except AwsError as exc:
         if exc.__cause__ is not None and is_not_found(exc.__cause__):
-            return {}
+            return {}, set()
         raise
-    entries = {}
+    entries, others = {}, set()
     for arn in arns:
         entry = ctx.call(lambda a=arn: eks.describe_access_entry(clusterName=cluster, principalArn=a))[
             "accessEntry"]
         if entry.get("tags", {}).get(TAG_DEPLOYMENT) == ctx.cfg.name:
             entries[arn] = entry
-    return entries
+        else:
+            others.add(arn)
+    return entries, others
 
 
 def _policies(ctx: StepContext, arn: str) -> set[str]:

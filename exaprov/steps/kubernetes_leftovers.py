@@ -92,10 +92,16 @@ def _delete_classic_elbs(ctx: StepContext, cluster: str, vpc_id: str) -> None:
 
 def _delete_security_groups(ctx: StepContext, cluster: str, vpc_id: str) -> None:
     ec2 = ctx.aws.ec2
-    groups = ctx.call(lambda: paginate(ec2, "describe_security_groups", "SecurityGroups", Filters=[
-        {"Name": "vpc-id", "Values": [vpc_id]},
-        {"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{cluster}"]}]))
-    for group in groups:
+    # The in-tree controller tags kubernetes.io/cluster/<name>; the AWS Load Balancer
+    # Controller may tag only elbv2.k8s.aws/cluster=<name>.
+    by_id: dict[str, dict[str, Any]] = {}
+    for tag_filter in ({"Name": "tag-key", "Values": [f"kubernetes.io/cluster/{cluster}"]},
+                       {"Name": "tag:elbv2.k8s.aws/cluster", "Values": [cluster]}):
+        for group in ctx.call(lambda f=tag_filter: paginate(
+                ec2, "describe_security_groups", "SecurityGroups",
+                Filters=[{"Name": "vpc-id", "Values": [vpc_id]}, f])):
+            by_id[group["GroupId"]] = group
+    for group in by_id.values():
         tags = tag_dict(group.get("Tags"))
         if TAG_DEPLOYMENT in tags or "aws:eks:cluster-name" in tags:
             continue  # exaprov's own groups, and the primary group EKS deletes itself

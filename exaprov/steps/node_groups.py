@@ -29,6 +29,7 @@ from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
 from exaprov.state import FAILED
+from exaprov.steps.cluster import wait_for_update
 from exaprov.steps.ec2_lookup import Ec2Items, tag_specs, verify_gone
 
 NODEGROUP_CREATE_TIMEOUT = 30 * 60  # AWS: about 2 minutes, more for GPU instances
@@ -214,8 +215,10 @@ def ensure_node_groups(ctx: StepContext) -> dict[str, Any]:
             remove_group(ctx, logical, group, confirm=False)  # an interrupted replacement's old group
         elif logical not in wanted:
             remove_group(ctx, logical, group)
-    if not ctx.planning:
-        ensure_asg_tags(ctx, {names[n]: wanted[n] for n in wanted})
+    # In a plan only groups that exist have ASGs to compare.
+    existing = {names[n]: wanted[n] for n in wanted
+                if not ctx.planning or (n in live and live[n]["nodegroupName"] == names[n])}
+    ensure_asg_tags(ctx, existing)
     return {"node_groups": names}
 
 
@@ -233,7 +236,12 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
         group = ctx.call(lambda n=name: eks.describe_nodegroup(clusterName=cluster, nodegroupName=n))[
             "nodegroup"]
         tags = group.get("tags", {})
-        if tags.get(TAG_DEPLOYMENT) != ctx.cfg.name or group["status"] == "DELETING":
+        if tags.get(TAG_DEPLOYMENT) != ctx.cfg.name:
+            continue
+        if group["status"] == "DELETING":
+            # A destroy or replacement interrupted mid-delete: its name is not free until it is gone.
+            if not ctx.planning:
+                _wait_deleted(ctx, name)
             continue
         logical = tags.get(TAG_RESOURCE, name)
         # During a replacement two groups share a logical name: the newer one wins.
@@ -251,9 +259,10 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
     cluster = ctx.upstream["cluster"]
     ami = ami_type(spec.category, ctx.cfg.cluster.cluster_version)
     if group is not None and group["status"] == "CREATE_FAILED":
-        ctx.report(f"node group {group['nodegroupName']} CREATE_FAILED: replacing it")
+        failed_name = group["nodegroupName"]
+        ctx.report(f"node group {failed_name} CREATE_FAILED: replacing it")
         remove_group(ctx, spec.name, group, confirm=False)
-        group = None
+        return create_group(ctx, spec, failed_name, launch, ami)  # its name is free again
     if group is None:
         return create_group(ctx, spec, spec.name, launch, ami)
     name = group["nodegroupName"]
@@ -321,13 +330,14 @@ def wait_for_group(ctx: StepContext, name: str) -> dict[str, Any]:
     group = ctx.wait_until(
         f"node group {name}",
         lambda: eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"],
-        lambda g: g["status"] in ("ACTIVE", "DEGRADED", "CREATE_FAILED"),
+        lambda g: g["status"] in ("ACTIVE", "DEGRADED") or g["status"].endswith("FAILED"),
         timeout=NODEGROUP_CREATE_TIMEOUT, interval=15, describe=lambda g: g["status"])
-    if group["status"] == "CREATE_FAILED":
+    if group["status"].endswith("FAILED"):
         logical = group.get("tags", {}).get(TAG_RESOURCE, name)
         ctx.run.writer.record(ctx.address(logical), status=FAILED)
         issues = "; ".join(i.get("message", "") for i in group.get("health", {}).get("issues", []))
-        raise ExaprovError(f"node-groups: node group {name} CREATE_FAILED: {issues or 'no reason given'}",
+        raise ExaprovError(f"node-groups: node group {name} {group['status']}: "
+                           f"{issues or 'no reason given'}",
                            hint="run `exaprov up` again to replace it")
     return group
 
@@ -361,9 +371,9 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
                              if (k, e) not in {(sk, se) for sk, _, se in spec.taints}]}.items() if v}
         details.append("taints")
     if update:
-        ctx.update(spec.name, "eks:nodegroup", ", ".join(details), lambda: (
-            eks.update_nodegroup_config(clusterName=cluster_name, nodegroupName=name, **update),
-            wait_for_group(ctx, name)))
+        ctx.update(spec.name, "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
+            ctx, cluster_name, eks.update_nodegroup_config(
+                clusterName=cluster_name, nodegroupName=name, **update), nodegroup=name))
     live_lt = group.get("launchTemplate") or {}
     version_update: dict[str, Any] = {}
     if str(live_lt.get("version")) != launch[1] and not is_unknown(launch[0]):
@@ -373,9 +383,8 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
     if version_update:
         ctx.update(spec.name, "eks:nodegroup",
                    "rolling update to " + ", ".join(f"{k} {v}" for k, v in version_update.items()),
-                   lambda: (eks.update_nodegroup_version(clusterName=cluster_name, nodegroupName=name,
-                                                         **version_update),
-                            wait_for_group(ctx, name)))
+                   lambda: wait_for_update(ctx, cluster_name, eks.update_nodegroup_version(
+                       clusterName=cluster_name, nodegroupName=name, **version_update), nodegroup=name))
 
 
 def remove_group(ctx: StepContext, logical: str, group: dict[str, Any], confirm: bool = True,
@@ -395,6 +404,11 @@ def remove_group(ctx: StepContext, logical: str, group: dict[str, Any], confirm:
 def _delete_and_wait(ctx: StepContext, name: str) -> None:
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     eks.delete_nodegroup(clusterName=cluster, nodegroupName=name)
+    _wait_deleted(ctx, name)
+
+
+def _wait_deleted(ctx: StepContext, name: str) -> None:
+    eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
 
     def status() -> str:
         try:
