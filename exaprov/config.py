@@ -783,8 +783,19 @@ class Config(_Model):
         self.network.vpc_name = self.network.vpc_name or f"exafunction-vpc-{self.name}"
         self.cluster.cluster_name = self.cluster.cluster_name or f"exafunction-cluster-{self.name}"
         if backend is not None and not backend.exadeploy_id:
-            backend.exadeploy_id = f"exafunction-mrbe-{self.name}"
+            backend.exadeploy_id = default_backend_id(self.name)
         return self
+
+    @property
+    def backend_id(self) -> str:
+        """The backend's id; with `module_repo_backend: null` the default one, so that a
+        backend made earlier can still be found (by this and by the recorded names)."""
+        backend = self.module_repo_backend
+        return backend.exadeploy_id if backend is not None else default_backend_id(self.name)
+
+
+def default_backend_id(name: str) -> str:
+    return f"exafunction-mrbe-{name}"
 
 
 def _derived_name_problems(name: str, *, vpc_name_given: bool, cluster_name_given: bool,

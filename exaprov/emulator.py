@@ -57,9 +57,33 @@ def install_extensions() -> None:
             return
         try:
             _install_eks()
+            _install_tls_condition()
         except ImportError as exc:
             raise ExaprovError(MOTO_MISSING) from exc
         _extensions_installed = True
+
+
+def _install_tls_condition() -> None:
+    """Real S3 sees every SDK request arrive over TLS, so a bucket policy's usual
+    "Deny unless aws:SecureTransport" never refuses them. moto knows no such key and
+    applies the Deny to everything; evaluate that one condition as AWS would."""
+    from moto.iam.access_control import IAMPolicyStatement, PermissionResult
+
+    original = IAMPolicyStatement.is_action_permitted
+    if getattr(original, "_exaprov", False):
+        return
+
+    def is_action_permitted(self: Any, action: str, *args: Any, **kwargs: Any) -> Any:
+        condition = self._statement.get("Condition") or {}
+        secure = {k.lower(): v for k, v in condition.get("Bool", {}).items()}.get("aws:securetransport")
+        if self._statement.get("Effect") == "Deny" and secure is not None and len(condition) == 1:
+            wants_insecure = str(secure).lower() == "false"
+            if wants_insecure:  # the request came over TLS: this Deny does not apply
+                return PermissionResult.NEUTRAL
+        return original(self, action, *args, **kwargs)
+
+    is_action_permitted._exaprov = True  # type: ignore[attr-defined]
+    IAMPolicyStatement.is_action_permitted = is_action_permitted  # type: ignore[method-assign]
 
 
 # -- clock and durations -------------------------------------------------------------

@@ -78,4 +78,5 @@ _NOT_FOUND_SUFFIXES = (".NotFound", "NotFound", "NotFoundFault", "NoSuchEntity",
 def is_not_found(exc: BaseException) -> bool:
     """True for the many ways AWS says "no such resource"."""
     code = error_code(exc) or ""
-    return code.endswith(_NOT_FOUND_SUFFIXES) or code in {"NoSuchKey", "DBSubnetGroupNotFoundFault"}
+    # HeadBucket has no body, so its "not found" is the bare status code.
+    return code.endswith(_NOT_FOUND_SUFFIXES) or code in {"NoSuchKey", "DBSubnetGroupNotFoundFault", "404"}

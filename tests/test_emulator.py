@@ -401,3 +401,31 @@ def test_install_is_idempotent(world: dict[str, Any]) -> None:
     assert len(world["eks"].list_updates(name="c1")["updateIds"]) == 0
     # other services are untouched
     assert world["ec2"].describe_vpcs(VpcIds=[world["vpc_id"]])["Vpcs"]
+
+
+def test_tls_only_bucket_policies_admit_sdk_requests_as_s3_does() -> None:
+    """Real S3 sees SDK requests arrive over TLS; a 'deny unless SecureTransport' policy
+    must not refuse them, while an unconditional Deny still does."""
+    import json
+
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws
+
+    emulator.install_extensions()
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="tls-only")
+
+        def policy(condition: dict[str, object] | None) -> str:
+            statement: dict[str, object] = {"Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                                            "Resource": ["arn:aws:s3:::tls-only", "arn:aws:s3:::tls-only/*"]}
+            if condition:
+                statement["Condition"] = condition
+            return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+        s3.put_bucket_policy(Bucket="tls-only", Policy=policy({"Bool": {"aws:SecureTransport": "false"}}))
+        s3.put_object(Bucket="tls-only", Key="k", Body=b"x")
+        s3.put_bucket_policy(Bucket="tls-only", Policy=policy(None))
+        with pytest.raises(ClientError):
+            s3.put_object(Bucket="tls-only", Key="k2", Body=b"x")

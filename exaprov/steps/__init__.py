@@ -7,18 +7,27 @@ its destroy order. The engine orders them by their `requires`:
              └─ security-groups ─┐             │
     iam ──────────────────────── cluster ── node-groups
     kms, logs ───────────────────┘    └──── cluster-access
+    network, security-groups ── database-sg ── database
+                                      └── (with cluster) database-cluster-rule
+    backend-user ── bucket
+
+The database starts right after the network and security groups, not after the
+cluster: it is the slowest resource after the control plane.
 """
 
 from __future__ import annotations
 
 from exaprov.engine import Step
+from exaprov.steps.backend_storage import BACKEND_USER, BUCKET
 from exaprov.steps.cluster import CLUSTER
 from exaprov.steps.cluster_access import CLUSTER_ACCESS
 from exaprov.steps.cluster_support import KMS, LOGS
+from exaprov.steps.database import DATABASE, DATABASE_CLUSTER_RULE, DATABASE_SG
 from exaprov.steps.iam import IAM
 from exaprov.steps.network import NAT, NETWORK
 from exaprov.steps.node_groups import NODE_GROUPS
 from exaprov.steps.security_groups import SECURITY_GROUPS
 
 STEPS: tuple[Step, ...] = (NETWORK, NAT, IAM, KMS, LOGS, SECURITY_GROUPS, CLUSTER, NODE_GROUPS,
-                           CLUSTER_ACCESS)
+                           CLUSTER_ACCESS, DATABASE_SG, DATABASE, DATABASE_CLUSTER_RULE,
+                           BACKEND_USER, BUCKET)

@@ -61,6 +61,7 @@ RECOVERY_WINDOW_DAYS = 7  # the minimum Secrets Manager allows
 SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 SUFFIX_LENGTH = 8
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+COUNT_LIMIT = 100_000  # object versions counted for the destroy's DATA LOSS line
 PUBLIC_ACCESS_BLOCKS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                         "RestrictPublicBuckets")
 OWNERSHIP = "BucketOwnerEnforced"
@@ -87,7 +88,7 @@ def _tag_text(tags: dict[str, str]) -> str:
 # -- step: backend-user -------------------------------------------------------------------
 
 def user_name(ctx: StepContext) -> str:
-    return f"{ctx.cfg.module_repo_backend.exadeploy_id}-user"
+    return f"{ctx.cfg.backend_id}-user"
 
 
 def secret_name(ctx: StepContext) -> str:
@@ -243,16 +244,10 @@ def ensure_backend_user(ctx: StepContext) -> dict[str, Any]:
             key_id = str(key["AccessKeyId"])
             value = json.dumps({"access_key_id": key_id, "secret_access_key": key["SecretAccessKey"]})
             del key
-            try:
-                sm.put_secret_value(SecretId=secret_arn, SecretString=value,
-                                    ClientRequestToken=_version_token(key_id))
-            except BaseException:
-                # Unstored, the key is useless: remove it now (the next run would anyway).
-                try:
-                    iam.delete_access_key(UserName=name, AccessKeyId=key_id)
-                except ClientError:
-                    pass
-                raise
+            # If this fails, the key stays: whether the value landed (a lost response) only the
+            # secret can tell, and the next run reads it — keeping the key or deleting it.
+            sm.put_secret_value(SecretId=secret_arn, SecretString=value,
+                                ClientRequestToken=_version_token(key_id))
             return key_id
 
         reason = "" if stored is None else f"; the stored key {stored} is gone (rotation)"
@@ -310,8 +305,8 @@ def _ignore_not_found(call: Callable[[], Any]) -> None:
 def destroy_backend_user(ctx: StepContext) -> None:
     sm = ctx.aws.client("secretsmanager")
     # The recorded name too: the user of a since-changed exadeploy_id must not be left behind.
-    recorded_name = (ctx.recorded("user") or {}).get("name")
-    for name in sorted({user_name(ctx), recorded_name} - {None}):
+    recorded_name: str | None = (ctx.recorded("user") or {}).get("name")
+    for name in sorted({user_name(ctx), recorded_name or user_name(ctx)}):
         user = find_user(ctx, name)
         if user is None:
             continue
@@ -325,6 +320,7 @@ def destroy_backend_user(ctx: StepContext) -> None:
         if not secret_is_ours(ctx, secret):
             ctx.report(f"leaving secret {secret_name(ctx)}: it does not belong to this deployment")
         else:
+            args: dict[str, Any]
             if ctx.aws.endpoint_url:  # a local emulator: nothing to recover, and the name is free
                 how, args = "deleted at once (local endpoint)", {"ForceDeleteWithoutRecovery": True}
             else:
@@ -342,7 +338,7 @@ def destroy_backend_user(ctx: StepContext) -> None:
 # -- step: bucket -------------------------------------------------------------------------
 
 def bucket_prefix(ctx: StepContext) -> str:
-    return f"module-repo-{ctx.cfg.module_repo_backend.exadeploy_id}-"
+    return f"module-repo-{ctx.cfg.backend_id}-"
 
 
 def new_bucket_name(ctx: StepContext) -> str:
@@ -554,51 +550,56 @@ def destroy_bucket(ctx: StepContext) -> None:
              if head_bucket(ctx, n) is not None]
     names += [n for n in tagged_buckets(ctx) if n not in names]
     for name in names:
-        versions, markers = _versions_page(ctx, name, everything=True)
-        keys = len({v["Key"] for v in versions})
+        objects, versions, more = _count_versions(ctx, name)
         if versions:
-            detail = f"DATA LOSS: bucket {name} and its {keys} objects"
-            if len(versions) != keys:
-                detail += f" ({len(versions)} versions)"
+            plus = "+" if more else ""
+            detail = f"DATA LOSS: bucket {name} and its {objects}{plus} objects"
+            if versions != objects:
+                detail += f" ({versions}{plus} versions)"
         else:
-            detail = f"{name} (empty)" + (f", {len(markers)} delete markers" if markers else "")
+            detail = f"{name} (empty)"
         ctx.delete("bucket", BUCKET_KIND, name, lambda b: _empty_and_delete(ctx, b), detail=detail)
     for logical in ctx.recorded_logicals():  # recorded, but already gone from AWS
         ctx.forget(logical)
 
 
-def _versions_page(ctx: StepContext, name: str, everything: bool = False
-                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Object versions and delete markers: all of them, or the first page (up to 1000)."""
+def _count_versions(ctx: StepContext, name: str) -> tuple[int, int, bool]:
+    """(objects, object versions, more than counted) for the delete's DATA LOSS line; a
+    huge bucket is counted up to COUNT_LIMIT versions only (ListObjectVersions, paginated)."""
     s3 = ctx.aws.client("s3")
-    versions: list[dict[str, Any]] = []
-    markers: list[dict[str, Any]] = []
-    pages = s3.get_paginator("list_object_versions").paginate(
-        Bucket=name, PaginationConfig={"PageSize": DELETE_BATCH})
-    for page in ctx.call(lambda: iter(pages)) if everything else [
-            ctx.call(lambda: s3.list_object_versions(Bucket=name, MaxKeys=DELETE_BATCH))]:
-        versions.extend(page.get("Versions", []))
-        markers.extend(page.get("DeleteMarkers", []))
-    return versions, markers
+    pages = ctx.call(lambda: list(s3.get_paginator("list_object_versions").paginate(
+        Bucket=name, PaginationConfig={"MaxItems": COUNT_LIMIT})))
+    versions = [v for page in pages for v in page.get("Versions", [])]
+    more = any(page.get("IsTruncated") for page in pages[-1:])
+    return len({v["Key"] for v in versions}), len(versions), more
 
 
 def _empty_and_delete(ctx: StepContext, name: str) -> None:
-    """Delete every object version and delete marker, page by page, then the bucket.
+    """Delete every object version and delete marker, a page of up to 1000 at a time (the
+    first page again until none is left), then the bucket.
 
     Objects written meanwhile (the backend may still run) make DeleteBucket say
-    BucketNotEmpty: empty again, a few times.
+    BucketNotEmpty: empty again, a few times. Deletes the bucket policy refuses (a Deny
+    added by hand; emulators that read the TLS Deny as matching every request) make
+    exaprov remove the policy of the doomed bucket once and try again.
     """
     s3 = ctx.aws.client("s3")
+    policy_removed = False
     for attempt in range(5):
         while True:
-            versions, markers = _versions_page(ctx, name)
-            batch = [{"Key": o["Key"], "VersionId": o["VersionId"]} for o in versions + markers]
+            page = s3.list_object_versions(Bucket=name, MaxKeys=DELETE_BATCH)
+            batch = [{"Key": o["Key"], "VersionId": o["VersionId"]}
+                     for o in page.get("Versions", []) + page.get("DeleteMarkers", [])]
             if not batch:
                 break
             ctx.report(f"emptying bucket {name}: deleting {len(batch)} object versions")
-            result = s3.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True})
-            errors = result.get("Errors", [])
-            if errors:
+            errors = s3.delete_objects(Bucket=name, Delete={"Objects": batch, "Quiet": True}).get(
+                "Errors", [])
+            if errors and not policy_removed and all(e.get("Code") == "AccessDenied" for e in errors):
+                ctx.report(f"bucket {name}: its policy denies deleting objects; removing the policy")
+                s3.delete_bucket_policy(Bucket=name)
+                policy_removed = True
+            elif errors:
                 first = errors[0]
                 raise AwsError(ctx.step, "DeleteObjects", first.get("Code", "Error"),
                                f"{len(errors)} object(s) not deleted, e.g. {first.get('Key')}: "
