@@ -34,6 +34,8 @@ class Aws:
                  credentials: Mapping[str, str] | None = None) -> None:
         self.region = region
         self.endpoint_url = endpoint_url
+        self._profile = profile
+        self._credentials = dict(credentials or {})
         if endpoint_url:
             _bypass_proxy_for(endpoint_url)
         self.session = boto3.Session(profile_name=profile, region_name=region,
@@ -66,6 +68,14 @@ class Aws:
     @property
     def rds(self) -> Any:
         return self.client("rds")
+
+    def elsewhere(self, region: str | None = None, profile: str | None = None) -> Aws:
+        """Clients for another region and/or account (a peer VPC's side), same endpoint."""
+        if (region or self.region) == self.region and profile in (None, self._profile):
+            return self
+        return Aws(region or self.region, profile=profile or self._profile,
+                   endpoint_url=self.endpoint_url,
+                   credentials=None if profile else self._credentials)
 
     def account_id(self) -> str:
         if self._account_id is None:

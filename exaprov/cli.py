@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -271,6 +272,59 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
             render.out.print(f"{key} = {value}", markup=False)
     if not reveal and output != "tfstate" and groups.get("exafunction_module_repo_backend"):
         click.echo("Secrets are shown as Secrets Manager references; --reveal prints them.", err=True)
+
+
+def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", value):
+        raise click.BadParameter(f"{value!r} is not a VPC ID (vpc- and 8 or 17 hex digits)")
+    return value
+
+
+def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    ids = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in ids if not re.fullmatch(r"rtb-[0-9a-f]{8,17}", v)]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}: not route table IDs (rtb-…)")
+    return ids
+
+
+@main.command()
+@target_options
+@click.option("--vpc-id", required=True, callback=_vpc_id, help="The client VPC to peer with.")
+@click.option("--route-table-ids", callback=_route_tables, default=None,
+              help="Client route tables to route through the peering (comma-separated) "
+                   "[default: every route table of the client VPC].")
+@click.option("--peer-region", default=None, help="The client VPC's region, if another.")
+@click.option("--peer-profile", default=None,
+              help="AWS profile of the client VPC's account, if another (accepts the peering and "
+                   "writes the client-side routes).")
+@handle_errors
+def peer(vpc_id: str, route_table_ids: list[str] | None, peer_region: str | None,
+         peer_profile: str | None, **kw: Any) -> None:
+    """Peer a client VPC with the deployment's VPC (routes both ways, SG ingress)."""
+    from exaprov import render
+
+    deployment = _deployment(kw)
+    with render.ProgressReporter() as reporter:
+        result = deployment.peer(vpc_id, route_table_ids, peer_region, peer_profile,
+                                 reporter=reporter)
+    _finish(result, "peer")
+
+
+@main.command()
+@target_options
+@click.option("--vpc-id", required=True, callback=_vpc_id, help="The client VPC to unpeer.")
+@handle_errors
+def unpeer(vpc_id: str, **kw: Any) -> None:
+    """Remove one peering and everything `peer` added for it."""
+    from exaprov import render
+
+    deployment = _deployment(kw)
+    with render.ProgressReporter() as reporter:
+        result = deployment.unpeer(vpc_id, reporter=reporter)
+    _finish(result, "unpeer")
 
 
 @main.group()

@@ -16,7 +16,7 @@ from typing import Any
 
 from exaprov import engine
 from exaprov.config import Config, load_config, parse_config
-from exaprov.errors import StateError
+from exaprov.errors import InputError, StateError
 from exaprov.state import (
     LocalStateStore,
     State,
@@ -140,6 +140,51 @@ class Deployment:
             self.check_account(state, None)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
             return engine.destroy(STEPS, run)
+
+    def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
+             region: str | None = None, profile: str | None = None,
+             reporter: engine.Reporter | None = None) -> engine.RunResult:
+        """Add a client VPC to the deployment's peers (checked before any change), then
+        converge the peering step alone."""
+        from exaprov.steps.peering import PEERING, check_peer
+
+        with self.locked():
+            state, writer = self._existing_state("peer")
+            network = state.outputs["network"]
+            peers = dict(state.data.get("peers", {}))
+            others = {v: p.get("cidrs", []) for v, p in peers.items() if v != vpc_id}
+            cidrs = check_peer(self.aws, network["vpc_cidr_block"], others, vpc_id,
+                               region=region, profile=profile)
+            peers[vpc_id] = {"route_table_ids": route_table_ids or None, "region": region,
+                             "profile": profile, "cidrs": cidrs}
+            writer.set_field("peers", peers)
+            run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter)
+            return engine.apply([PEERING], run)
+
+    def unpeer(self, vpc_id: str, reporter: engine.Reporter | None = None) -> engine.RunResult:
+        """Remove one peer: exactly what `peer` added, nothing else."""
+        from exaprov.steps.peering import PEERING
+
+        with self.locked():
+            state, writer = self._existing_state("unpeer")
+            peers = dict(state.data.get("peers", {}))
+            if vpc_id not in peers:
+                known = ", ".join(sorted(peers)) or "none"
+                raise InputError(f"--vpc-id: {vpc_id} is not peered with this deployment "
+                                 f"(peered: {known})")
+            del peers[vpc_id]
+            writer.set_field("peers", peers)
+            run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter)
+            return engine.apply([PEERING], run)
+
+    def _existing_state(self, command: str) -> tuple[State, StateWriter]:
+        state = self.read_state()
+        if state is None or "network" not in state.outputs:
+            raise InputError(f"{command}: the deployment {self.cfg.name!r} has no network yet",
+                             hint="run `exaprov up` first")
+        writer = StateWriter(self.store, state)
+        self.check_account(state, writer)
+        return state, writer
 
     def _state_exists(self, state: State) -> bool:
         # Destroy without a state file finds everything by tag and writes no new file.

@@ -420,7 +420,9 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
                 run.writer.drop_outputs(name)
             return
         with outputs_mutex:
-            upstream = {r: outputs[r] for r in step.requires if r in outputs}
+            # A step run on its own (e.g. `peer`) reads what it requires from the state.
+            upstream = {r: outputs[r] if r in outputs else run.state.outputs.get(r, {})
+                        for r in step.requires if r in outputs or r not in by_name}
         result = step.ensure(StepContext(run, step, upstream))
         with outputs_mutex:
             outputs[name] = result

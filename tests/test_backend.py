@@ -146,3 +146,21 @@ def test_second_up_with_the_backend_makes_no_mutating_call(deployed: Path, calls
     calls.clear()
     assert cli("up", "--yes").exit_code == 0
     assert calls.mutating() == []
+
+
+def test_a_lost_state_adopts_bucket_database_and_user(deployed: Path) -> None:
+    before = json.loads(cli("outputs", "--output", "json").stdout)["exafunction_module_repo_backend"]
+    for leftover in Path("state").glob("example.json*"):
+        leftover.unlink()
+    result = cli("up", "--yes")
+    assert result.exit_code == 0, result.output
+    s3 = boto3.client("s3", region_name=REGION)
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [before["s3_bucket_id"]]
+    rds = boto3.client("rds", region_name=REGION)
+    assert len(rds.describe_db_instances()["DBInstances"]) == 1
+    iam = boto3.client("iam", region_name=REGION)
+    assert len(iam.list_users(PathPrefix="/exafunction/")["Users"]) == 1
+    keys = iam.list_access_keys(UserName=f"{BACKEND_ID}-user")["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in keys] == [before["s3_iam_user_access_key"]]  # not rotated
+    after = json.loads(cli("outputs", "--output", "json").stdout)["exafunction_module_repo_backend"]
+    assert after == before

@@ -107,7 +107,8 @@ def ensure_database_cluster_rule(ctx: StepContext) -> dict[str, Any]:
     group_id = ctx.upstream["database-sg"]["db_security_group_id"]
     port = ctx.cfg.module_repo_backend.db_port
     wanted = Rule("ingress", "tcp", port, port, primary_sg, PRIMARY_RULE_DESCRIPTION)
-    ensure_rules(ctx, "rule", group_id, {wanted}, exclusive=False)
+    # For a cluster still to be created the rule is part of making it, not a change of its own.
+    ensure_rules(ctx, "rule", group_id, {wanted}, exclusive=False, initial=is_unknown(primary_sg))
     if is_unknown(group_id):
         return {}
     # A replaced cluster (new primary group) or another port leaves a stale rule of ours.
