@@ -139,7 +139,10 @@ class Deployment:
             writer = StateWriter(self.store, state, dry_run=not self._state_exists(state))
             self.check_account(state, None)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
-            return engine.destroy(STEPS, run)
+            result = engine.destroy(STEPS, run)
+            if not result.failed:
+                writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
+            return result
 
     def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
              region: str | None = None, profile: str | None = None,
@@ -154,7 +157,8 @@ class Deployment:
             peers = dict(state.data.get("peers", {}))
             others = {v: p.get("cidrs", []) for v, p in peers.items() if v != vpc_id}
             cidrs = check_peer(self.aws, network["vpc_cidr_block"], others, vpc_id,
-                               region=region, profile=profile)
+                               region=region, profile=profile,
+                               deployment_vpc_id=network["vpc_id"])
             peers[vpc_id] = {"route_table_ids": route_table_ids or None, "region": region,
                              "profile": profile, "cidrs": cidrs}
             writer.set_field("peers", peers)

@@ -315,6 +315,20 @@ class StepContext:
                           interval=interval, cancel=self.cancel, report=self.report,
                           describe=describe)
 
+    def wait_gone(self, what: str, status: Callable[[], str], *, timeout: float,
+                  interval: float) -> None:
+        """Wait until a deleted resource is gone: `status()` answers NotFound (or "DELETED")."""
+        def probe() -> str:
+            try:
+                return status()
+            except ClientError as exc:
+                if is_not_found(exc):
+                    return "DELETED"
+                raise
+
+        self.wait_until(f"{what} to delete", probe, lambda s: s.upper() == "DELETED",
+                        timeout=timeout, interval=interval)
+
     def retry_while(self, what: str, call: Callable[[], T], codes: set[str], *,
                     timeout: float, hint: str | None = None, message: str | None = None) -> T:
         """Retry while AWS says "not yet"; raises the raw ClientError (callers run inside

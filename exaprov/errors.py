@@ -7,6 +7,7 @@ The CLI is the only place that turns these into messages and exit codes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -80,3 +81,12 @@ def is_not_found(exc: BaseException) -> bool:
     code = error_code(exc) or ""
     # HeadBucket has no body, so its "not found" is the bare status code.
     return code.endswith(_NOT_FOUND_SUFFIXES) or code in {"NoSuchKey", "DBSubnetGroupNotFoundFault", "404"}
+
+
+def ignore_not_found(call: Callable[[], Any]) -> None:
+    """Run a delete-like call; "already gone" is success."""
+    try:
+        call()
+    except Exception as exc:
+        if not is_not_found(exc):
+            raise

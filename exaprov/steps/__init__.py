@@ -10,6 +10,7 @@ its destroy order. The engine orders them by their `requires`:
     network, security-groups ── database-sg ── database
                                       └── (with cluster) database-cluster-rule
     backend-user ── bucket
+    network, security-groups ── peering   (client VPCs added with `exaprov peer`)
 
 The database starts right after the network and security groups, not after the
 cluster: it is the slowest resource after the control plane.
@@ -26,8 +27,9 @@ from exaprov.steps.database import DATABASE, DATABASE_CLUSTER_RULE, DATABASE_SG
 from exaprov.steps.iam import IAM
 from exaprov.steps.network import NAT, NETWORK
 from exaprov.steps.node_groups import NODE_GROUPS
+from exaprov.steps.peering import PEERING
 from exaprov.steps.security_groups import SECURITY_GROUPS
 
 STEPS: tuple[Step, ...] = (NETWORK, NAT, IAM, KMS, LOGS, SECURITY_GROUPS, CLUSTER, NODE_GROUPS,
                            CLUSTER_ACCESS, DATABASE_SG, DATABASE, DATABASE_CLUSTER_RULE,
-                           BACKEND_USER, BUCKET)
+                           BACKEND_USER, BUCKET, PEERING)

@@ -49,7 +49,7 @@ from botocore.exceptions import ClientError
 
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, unknown
-from exaprov.errors import AwsError, InputError, error_code, is_not_found
+from exaprov.errors import AwsError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.steps.iam import normalise_policy, partition
 
 USER_KIND = "iam:user"
@@ -282,24 +282,17 @@ def delete_user(ctx: StepContext, name: str) -> None:
     """A user can only go once nothing hangs off it: keys, policies, groups, login profile."""
     iam = ctx.aws.client("iam")
     for key in paginate(iam, "list_access_keys", "AccessKeyMetadata", UserName=name):
-        _ignore_not_found(lambda k=key: iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"]))
+        ignore_not_found(lambda k=key: iam.delete_access_key(UserName=name, AccessKeyId=k["AccessKeyId"]))
     for policy in paginate(iam, "list_attached_user_policies", "AttachedPolicies", UserName=name):
-        _ignore_not_found(lambda p=policy: iam.detach_user_policy(UserName=name, PolicyArn=p["PolicyArn"]))
+        ignore_not_found(lambda p=policy: iam.detach_user_policy(UserName=name, PolicyArn=p["PolicyArn"]))
     for policy_name in paginate(iam, "list_user_policies", "PolicyNames", UserName=name):
-        _ignore_not_found(lambda p=policy_name: iam.delete_user_policy(UserName=name, PolicyName=p))
+        ignore_not_found(lambda p=policy_name: iam.delete_user_policy(UserName=name, PolicyName=p))
     for group in paginate(iam, "list_groups_for_user", "Groups", UserName=name):
-        _ignore_not_found(lambda g=group: iam.remove_user_from_group(GroupName=g["GroupName"],
+        ignore_not_found(lambda g=group: iam.remove_user_from_group(GroupName=g["GroupName"],
                                                                      UserName=name))
-    _ignore_not_found(lambda: iam.delete_login_profile(UserName=name))
+    ignore_not_found(lambda: iam.delete_login_profile(UserName=name))
     iam.delete_user(UserName=name)
 
-
-def _ignore_not_found(call: Callable[[], Any]) -> None:
-    try:
-        call()
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
 
 
 def destroy_backend_user(ctx: StepContext) -> None:

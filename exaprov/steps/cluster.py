@@ -337,17 +337,8 @@ def _delete_and_wait(ctx: StepContext, name: str) -> None:
 
 def _wait_gone(ctx: StepContext, name: str) -> None:
     eks = ctx.aws.client("eks")
-
-    def status() -> str:
-        try:
-            return eks.describe_cluster(name=name)["cluster"]["status"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return "DELETED"
-            raise
-
-    ctx.wait_until(f"cluster {name} to delete", status, lambda s: s == "DELETED",
-                   timeout=CLUSTER_DELETE_TIMEOUT, interval=20)
+    ctx.wait_gone(f"cluster {name}", lambda: eks.describe_cluster(name=name)["cluster"]["status"],
+                  timeout=CLUSTER_DELETE_TIMEOUT, interval=20)
 
 
 CLUSTER = Step("cluster", ("network", "iam", "kms", "logs", "security-groups"), ensure_cluster,

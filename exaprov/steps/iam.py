@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from botocore.exceptions import ClientError
-
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext
-from exaprov.errors import AwsError, InputError, is_not_found
+from exaprov.errors import AwsError, InputError, ignore_not_found, is_not_found
 
 KIND = "iam:role"
 
@@ -208,22 +206,15 @@ def delete_role(ctx: StepContext, name: str) -> None:
     """A role can only go once nothing is attached to it and no instance profile holds it."""
     iam = ctx.aws.client("iam")
     for policy in paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=name):
-        _ignore_not_found(lambda p=policy: iam.detach_role_policy(RoleName=name,
+        ignore_not_found(lambda p=policy: iam.detach_role_policy(RoleName=name,
                                                                    PolicyArn=p["PolicyArn"]))
     for policy_name in paginate(iam, "list_role_policies", "PolicyNames", RoleName=name):
-        _ignore_not_found(lambda p=policy_name: iam.delete_role_policy(RoleName=name, PolicyName=p))
+        ignore_not_found(lambda p=policy_name: iam.delete_role_policy(RoleName=name, PolicyName=p))
     for profile in paginate(iam, "list_instance_profiles_for_role", "InstanceProfiles", RoleName=name):
-        _ignore_not_found(lambda p=profile: iam.remove_role_from_instance_profile(
+        ignore_not_found(lambda p=profile: iam.remove_role_from_instance_profile(
             InstanceProfileName=p["InstanceProfileName"], RoleName=name))
     iam.delete_role(RoleName=name)
 
-
-def _ignore_not_found(call: Any) -> None:
-    try:
-        call()
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
 
 
 IAM = Step("iam", (), ensure_iam, destroy_iam, title="IAM roles")

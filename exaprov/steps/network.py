@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
-from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.ec2_lookup import Ec2Items, reconcile_tags, tag_specs, verify_gone
 
@@ -279,7 +279,7 @@ def destroy_network(ctx: StepContext) -> None:
         def delete_table(rt_id: str, t: dict[str, Any] = table) -> None:
             for assoc in t.get("Associations", []):
                 if not assoc.get("Main"):
-                    _ignore_not_found(lambda a=assoc: ec2.disassociate_route_table(
+                    ignore_not_found(lambda a=assoc: ec2.disassociate_route_table(
                         AssociationId=a["RouteTableAssociationId"]))
             ec2.delete_route_table(RouteTableId=rt_id)
         ctx.delete(_logical(ctx, table, "RouteTableId"), "ec2:route-table",
@@ -288,7 +288,7 @@ def destroy_network(ctx: StepContext) -> None:
     for igw in Ec2Items(ctx, "describe_internet_gateways", "ec2:internet-gateway").items:
         def delete_igw(igw_id: str, g: dict[str, Any] = igw) -> None:
             for attachment in g.get("Attachments", []):
-                _retry_dependency(ctx, f"detach {igw_id}", lambda a=attachment: _ignore_not_found(
+                _retry_dependency(ctx, f"detach {igw_id}", lambda a=attachment: ignore_not_found(
                     lambda: ec2.detach_internet_gateway(InternetGatewayId=igw_id,
                                                         VpcId=a["VpcId"])))
             ec2.delete_internet_gateway(InternetGatewayId=igw_id)
@@ -442,13 +442,6 @@ def _retry_dependency(ctx: StepContext, what: str, call: Any) -> Any:
                            hint="something else still uses it (look for ENIs, load balancers "
                                 "or security groups in the VPC)")
 
-
-def _ignore_not_found(call: Any) -> None:
-    try:
-        call()
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
 
 
 NETWORK = Step("network", (), ensure_network, destroy_network, title="VPC, subnets, routes")

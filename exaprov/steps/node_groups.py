@@ -23,8 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
@@ -409,17 +407,9 @@ def _delete_and_wait(ctx: StepContext, name: str) -> None:
 
 def _wait_deleted(ctx: StepContext, name: str) -> None:
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
-
-    def status() -> str:
-        try:
-            return eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]["status"]
-        except ClientError as exc:
-            if is_not_found(exc):
-                return "DELETED"
-            raise
-
-    ctx.wait_until(f"node group {name} to delete", status, lambda s: s == "DELETED",
-                   timeout=NODEGROUP_DELETE_TIMEOUT, interval=15)
+    ctx.wait_gone(f"node group {name}", lambda: eks.describe_nodegroup(
+        clusterName=cluster, nodegroupName=name)["nodegroup"]["status"],
+        timeout=NODEGROUP_DELETE_TIMEOUT, interval=15)
 
 
 def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec]) -> None:

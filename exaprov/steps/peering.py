@@ -26,6 +26,7 @@ the peering connection. Destroy runs before network and security-groups.
 
 from __future__ import annotations
 
+from functools import partial
 from ipaddress import ip_network
 from typing import Any
 
@@ -231,8 +232,8 @@ def ensure_connection(ctx: StepContext, live: list[dict[str, Any]], deployment_v
         done = ctx.wait_until(f"peering {pcx_id} active", lambda: describe_pcx(ctx.aws, pcx_id),
                               lambda p: p is not None and state_of(p) in {"active"} | BROKEN_STATES,
                               timeout=ACTIVE_TIMEOUT, interval=5, describe=describe_state)
-        if state_of(done) != "active":
-            report_broken(ctx, peer.vpc_id, done)
+        if done is None or state_of(done) != "active":
+            report_broken(ctx, peer.vpc_id, done or {"VpcPeeringConnectionId": pcx_id})
     return pcx_id
 
 
@@ -289,16 +290,15 @@ def unpeer(ctx: StepContext, vpc_id: str, live: list[dict[str, Any]], node_sg: s
                 if route.get("VpcPeeringConnectionId") in pcx_ids and route.get("DestinationCidrBlock"):
                     rtb, cidr = table["RouteTableId"], route["DestinationCidrBlock"]
                     ctx.delete(route_logical(rtb, cidr), KIND_ROUTE, f"{rtb}|{cidr}",
-                               lambda _, a=aws, r=rtb, c=cidr: a.ec2.delete_route(
-                                   RouteTableId=r, DestinationCidrBlock=c),
+                               partial(_delete_route, aws, rtb, cidr),
                                detail=f"{cidr} → {route['VpcPeeringConnectionId']} in {rtb}")
     if node_sg and not is_unknown(node_sg):
         description = f"{RULE_PREFIX} {vpc_id}"
         for item in describe_rules(ctx, [node_sg]):
             if item.get("Description") == description:
                 ctx.delete(f"sg-rule:{vpc_id}", KIND_RULE, item["SecurityGroupRuleId"],
-                           lambda rule_id, i=item: revoke(ctx, node_sg, "egress" if i.get("IsEgress")
-                                                          else "ingress", rule_id),
+                           partial(revoke, ctx, node_sg,
+                                   "egress" if item.get("IsEgress") else "ingress"),
                            detail=f"{description}: {item.get('CidrIpv4') or item.get('CidrIpv6')}")
     for pcx in mine:
         if state_of(pcx) in USABLE_STATES:
@@ -308,6 +308,10 @@ def unpeer(ctx: StepContext, vpc_id: str, live: list[dict[str, Any]], node_sg: s
         if logical == pcx_logical(vpc_id) or record.get("peer_vpc") == vpc_id \
                 or logical == f"sg-rule:{vpc_id}":
             ctx.forget(logical)
+
+
+def _delete_route(aws: Aws, rtb: str, cidr: str, _route_id: str) -> None:
+    aws.ec2.delete_route(RouteTableId=rtb, DestinationCidrBlock=cidr)
 
 
 def destroy_peering(ctx: StepContext) -> None:
