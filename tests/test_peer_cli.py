@@ -121,3 +121,35 @@ def test_destroy_unpeers_and_leaves_client_vpcs_otherwise_untouched(deployed: An
         assert routes_to(ec2, table, DEPLOYMENT_CIDR) is None
         assert routes_to(ec2, table, "10.0.0.0/16") == "local"
     assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"]
+
+
+def test_peer_profile_accepts_and_routes_with_the_client_accounts_credentials(
+        deployed: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--peer-profile: the accept and the client-side routes are signed with that profile's
+    keys (moto answers both accounts as one; the signer shows whose credentials acted)."""
+    import botocore.handlers
+
+    config = tmp_path / "aws-config"
+    config.write_text("[profile client]\naws_access_key_id = AKIDCLIENTACCOUNT\n"
+                      "aws_secret_access_key = client-secret\nregion = us-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    signed_by: dict[str, set[str]] = {}
+
+    def who(model: Any, request_signer: Any, **_: Any) -> None:
+        key = request_signer._credentials.access_key
+        signed_by.setdefault(model.name, set()).add(
+            "client" if key == "AKIDCLIENTACCOUNT" else "deployment")
+
+    entry = ("before-call", who)
+    botocore.handlers.BUILTIN_HANDLERS.append(entry)
+    try:
+        vpc, tables = client_vpc(deployed, "10.0.0.0/16")
+        result = cli("peer", "--vpc-id", vpc, "--peer-profile", "client")
+    finally:
+        botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+    assert result.exit_code == 0, result.output
+    assert signed_by["AcceptVpcPeeringConnection"] == {"client"}
+    assert signed_by["CreateVpcPeeringConnection"] == {"deployment"}
+    assert "client" in signed_by["CreateRoute"] and "deployment" in signed_by["CreateRoute"]
+    for table in tables:
+        assert routes_to(deployed, table, DEPLOYMENT_CIDR) is not None
