@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,22 @@ def calls() -> Iterator[CallLog]:
         yield log
     finally:
         botocore.handlers.BUILTIN_HANDLERS.remove(handler)
+
+
+@pytest.fixture
+def hooks() -> Iterator[Callable[..., None]]:
+    """`hooks(handler, event="before-call")`: a botocore event hook on every session created
+    during the test (how tests inject what real AWS does and moto does not); removed after."""
+    added: list[tuple[str, Callable[..., Any]]] = []
+
+    def add(handler: Callable[..., Any], event: str = "before-call") -> None:
+        entry = (event, handler)
+        botocore.handlers.BUILTIN_HANDLERS.append(entry)
+        added.append(entry)
+
+    yield add
+    for entry in added:
+        botocore.handlers.BUILTIN_HANDLERS.remove(entry)
 
 
 @pytest.fixture

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import botocore.handlers
 import pytest
 from botocore.exceptions import ClientError
 
@@ -34,21 +32,6 @@ ADDRESSES = ["network.vpc", *(f"network.subnet-{t}-{n}" for t in ("private", "pu
 
 class SimulatedCrash(BaseException):
     """Stands for SIGKILL at a checkpoint: nothing after it runs, no state is written."""
-
-
-@pytest.fixture
-def hooks() -> Any:
-    """Register `before-call` hooks on every botocore session created during the test."""
-    added: list[tuple[str, Callable[..., Any]]] = []
-
-    def add(handler: Callable[..., Any]) -> None:
-        entry = ("before-call", handler)
-        botocore.handlers.BUILTIN_HANDLERS.append(entry)
-        added.append(entry)
-
-    yield add
-    for entry in added:
-        botocore.handlers.BUILTIN_HANDLERS.remove(entry)
 
 
 def client_error(code: str, operation: str) -> ClientError:
@@ -143,7 +126,7 @@ def test_a_dependency_that_never_clears_is_reported_and_state_kept(
 
 
 def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
-        workdir: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        workdir: Path, ec2: Any, hooks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """F25: a NAT gateway stays `pending` for minutes on AWS; Ctrl-C while exaprov waits
     records what was made and exits 130 with a message to run again."""
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.05")  # a 30 s bound: the wait outlasts the signal
@@ -156,18 +139,16 @@ def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
             # What the terminal's Ctrl-C does: SIGINT to the main thread.
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
+    first_run = [True]
+
     def pending_nat(parsed: Any, model: Any, **_: Any) -> None:
-        for nat in parsed.get("NatGateways", []):
+        for nat in parsed.get("NatGateways", []) if first_run[0] else []:
             nat["State"] = "pending"
 
-    entries = [("before-parameter-build.ec2.DescribeNatGateways", still_pending),
-               ("after-call.ec2.DescribeNatGateways", pending_nat)]
-    botocore.handlers.BUILTIN_HANDLERS.extend(entries)
-    try:
-        result = cli("up", "--yes")
-    finally:
-        for entry in entries:
-            botocore.handlers.BUILTIN_HANDLERS.remove(entry)
+    hooks(still_pending, "before-parameter-build.ec2.DescribeNatGateways")
+    hooks(pending_nat, "after-call.ec2.DescribeNatGateways")
+    result = cli("up", "--yes")
+    first_run[0] = False  # the minutes have passed: the NAT gateway is available now
     assert result.exit_code == 130, result.output
     assert "Run `exaprov up` again to continue" in result.output
     assert "Traceback" not in result.output

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import botocore.handlers
 import pytest
 from botocore.exceptions import ClientError
 
@@ -146,7 +144,7 @@ def test_lost_state_adopts_the_groups_by_tag_then_by_name(stack: Stack, ec2: Any
 
 
 @pytest.fixture
-def dependency_violations() -> Iterator[list[str]]:
+def dependency_violations(hooks: Any) -> list[str]:
     """DeleteSecurityGroup answers DependencyViolation twice (lingering ENIs), then works."""
     seen: list[str] = []
 
@@ -157,12 +155,8 @@ def dependency_violations() -> Iterator[list[str]]:
                                          "Message": "resource has a dependent object"}},
                               "DeleteSecurityGroup")
 
-    handler = ("before-call", fail)
-    botocore.handlers.BUILTIN_HANDLERS.append(handler)
-    try:
-        yield seen
-    finally:
-        botocore.handlers.BUILTIN_HANDLERS.remove(handler)
+    hooks(fail)
+    return seen
 
 
 def test_destroy_removes_groups_and_detached_enis_despite_dependency_violations(
