@@ -143,8 +143,11 @@ def main() -> None:
 @click.option("--name", default="example", show_default=True, help="The deployment's name.")
 @click.option("--region", default="us-west-1", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
+@click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
+              help="full: every key with its default and a comment (SPEC's example); minimal: "
+                   "name and region only.")
 @handle_errors
-def init(config_path: Path, name: str, region: str, force: bool) -> None:
+def init(config_path: Path, name: str, region: str, force: bool, example: str) -> None:
     """Write a config file with every key, its default and a comment."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
@@ -153,7 +156,7 @@ def init(config_path: Path, name: str, region: str, force: bool) -> None:
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
-    config_path.write_text(render_config(name=name, region=region))
+    config_path.write_text(render_config(name=name, region=region, full=example == "full"))
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
 
 
@@ -325,6 +328,110 @@ def unpeer(vpc_id: str, **kw: Any) -> None:
     with render.ProgressReporter() as reporter:
         result = deployment.unpeer(vpc_id, reporter=reporter)
     _finish(result, "unpeer")
+
+
+@main.group("config")
+def config_group() -> None:
+    """The config file's format."""
+
+
+@config_group.command("schema")
+def config_schema() -> None:
+    """Print the config file's JSON Schema (for editor completion and validation)."""
+    from exaprov.config import Config
+
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "exaprov.yaml"
+    click.echo(json.dumps(schema, indent=2))
+
+
+@main.group("state")
+def state_group() -> None:
+    """Move, unlock and inspect a deployment's state."""
+
+
+@state_group.command("push")
+@target_options
+@click.argument("destination")
+@handle_errors
+def state_push(destination: str, **kw: Any) -> None:
+    """Copy the state (default: the local file) to DESTINATION, e.g. s3://bucket/key."""
+    deployment = _deployment(kw)
+    deployment.copy_state(to=destination)
+    click.echo(f"State copied to {destination}. Use `--state {destination}` (or `state: "
+               f"{destination}` in the config) from now on.", err=True)
+
+
+@state_group.command("pull")
+@target_options
+@click.argument("source")
+@handle_errors
+def state_pull(source: str, **kw: Any) -> None:
+    """Copy the state from SOURCE (e.g. s3://bucket/key) to the local state file (or --state)."""
+    deployment = _deployment(kw)
+    deployment.copy_state(source=source)
+    click.echo(f"State copied from {source} to {deployment.store.location}.", err=True)
+
+
+@state_group.command("unlock")
+@target_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def state_unlock(yes: bool, **kw: Any) -> None:
+    """Clear a lock left by an exaprov that died (check that it is really gone first)."""
+    deployment = _deployment(kw)
+    holder = deployment.lock_holder()
+    if holder is None:
+        click.echo("No lock is held.", err=True)
+        return
+    described = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} "
+                 f"({holder.get('command')})")
+    if not yes and not _confirm(f"Clear the lock of {described}?"):
+        sys.exit(EXIT_INPUT)
+    deployment.force_unlock()
+    click.echo(f"Cleared the lock of {described}.", err=True)
+
+
+@main.command()
+@target_options
+@click.option("--file", "file_path", type=click.Path(path_type=Path), default=None,
+              help="The kubeconfig to update [default: first of $KUBECONFIG, else ~/.kube/config].")
+@click.option("--alias", default=None, help="The context name [default: the cluster ARN].")
+@click.option("--use-exaprov-token", is_flag=True,
+              help="Get tokens with `exaprov token` instead of `aws eks get-token` (no AWS CLI needed).")
+@handle_errors
+def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: bool, **kw: Any) -> None:
+    """Add or update the cluster in a kubeconfig, merged by name like `aws eks update-kubeconfig`."""
+    from exaprov import kubeconfig as kc
+    from exaprov.errors import InputError
+
+    deployment = _deployment(kw)
+    groups, _ = deployment.outputs()
+    cluster = groups["exafunction_cluster"]
+    if not cluster.get("cluster_endpoint"):
+        raise InputError("the deployment has no cluster yet", hint="run `exaprov up` first")
+    entry = kc.entry(cluster["cluster_name"], cluster["cluster_arn"], cluster["cluster_endpoint"],
+                     cluster["cluster_certificate_authority_data"], deployment.cfg.region, alias=alias,
+                     profile=kw["profile"], command="exaprov" if use_exaprov_token else "aws")
+    path = kc.update_kubeconfig(file_path or kc.default_path(), entry)
+    click.echo(f"Updated context {alias or cluster['cluster_arn']} in {path}.", err=True)
+
+
+@main.command()
+@click.option("--cluster-name", required=True)
+@click.option("--region", default=None, help="The cluster's region [default: from the AWS config].")
+@click.option("--profile", default=None)
+@handle_errors
+def token(cluster_name: str, region: str | None, profile: str | None) -> None:
+    """Print a Kubernetes ExecCredential for the cluster (what `aws eks get-token` prints)."""
+    import boto3
+
+    from exaprov.token import get_token
+
+    session = boto3.Session(profile_name=profile, region_name=region)
+    render_region = region or session.region_name or "us-east-1"
+    click.echo(json.dumps(get_token(session, cluster_name, render_region)))
 
 
 @main.group()

@@ -43,6 +43,19 @@ class Target:
     credentials: dict[str, str] = field(default_factory=dict)
 
 
+class _LazyClient:
+    """Builds a boto3 client on first use (reading the config must not start AWS access)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._build()
+        return getattr(self._client, name)
+
+
 class Deployment:
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -50,9 +63,20 @@ class Deployment:
         if target.region and target.region != self.cfg.region:
             self.cfg = parse_config({**self.cfg.model_dump(), "region": target.region},
                                     source="--region")
-        path = target.state_path or default_state_path(self.cfg.name, sandbox=target.sandbox)
-        self.store: StateStore = LocalStateStore(path)
         self._aws: Any = None
+        location = str(target.state_path) if target.state_path else self.cfg.state
+        self.store: StateStore = self._store(location)
+
+    def _store(self, location: str | None) -> StateStore:
+        """Local file by default; `--state s3://bucket/key` (or `state:` in the config) for a
+        team: the S3 client is built lazily, only when the state is first touched."""
+        if location and location.startswith("s3://"):
+            from exaprov.state_s3 import S3StateStore, parse_s3_url
+
+            parse_s3_url(location)  # a malformed URL is bad input: exit 2 before any AWS call
+            return S3StateStore(location, _LazyClient(lambda: self.aws.client("s3")))
+        return LocalStateStore(Path(location) if location else
+                               default_state_path(self.cfg.name, sandbox=self.target.sandbox))
 
     # -- pieces -------------------------------------------------------------------
 
@@ -189,6 +213,30 @@ class Deployment:
         writer = StateWriter(self.store, state)
         self.check_account(state, writer)
         return state, writer
+
+    def copy_state(self, to: str | None = None, source: str | None = None) -> None:
+        """`state push` (this store → `to`) or `state pull` (`source` → this store), under both
+        locks; refuses to overwrite a state of another lineage."""
+        origin = self._store(source) if source else self.store
+        target = self._store(to) if to else self.store
+        with origin.lock(command_line()), target.lock(command_line()):
+            state = origin.read()
+            if state is None:
+                raise InputError(f"{origin.location} holds no state to copy")
+            existing = target.read()
+            if existing is not None and existing.lineage != state.lineage:
+                raise StateError(f"{target.location} already holds another deployment's state "
+                                 f"(lineage {existing.lineage}); nothing copied")
+            copy = state.copy()
+            if existing is not None:
+                copy.data["serial"] = max(copy.serial, existing.serial)
+            target.write(copy)
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        return self.store.lock_holder()
+
+    def force_unlock(self) -> None:
+        self.store.force_unlock()
 
     def _state_exists(self, state: State) -> bool:
         # Destroy without a state file finds everything by tag and writes no new file.

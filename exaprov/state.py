@@ -126,6 +126,10 @@ class StateStore(Protocol):
 
     def lock(self, command: str) -> contextlib.AbstractContextManager[dict[str, Any] | None]: ...
 
+    def lock_holder(self) -> dict[str, Any] | None: ...
+
+    def force_unlock(self) -> dict[str, Any] | None: ...
+
 
 class LocalStateStore:
     """A JSON file on local disk: atomic replace, backup, 0600, kernel lock."""
@@ -189,6 +193,20 @@ class LocalStateStore:
         with contextlib.suppress(OSError):
             _atomic_write(self.errored_path, text)
 
+    def lock_holder(self) -> dict[str, Any] | None:
+        return _lock_holder(self)
+
+    def force_unlock(self) -> dict[str, Any] | None:
+        """Clear the info a dead holder left; a live holder keeps its kernel lock."""
+        holder = _lock_holder(self)
+        if holder and holder.get("running"):
+            raise LockedError(_held_message(self.location, holder) + "; it is still running",
+                              hint="a live process's lock cannot be cleared; stop it instead")
+        if holder:
+            with open(self.lock_path, "r+") as handle:
+                handle.truncate(0)
+        return holder
+
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[dict[str, Any] | None]:
         """Hold the deployment's exclusive lock; yields the info of a stale holder, if any."""
@@ -216,6 +234,23 @@ class LocalStateStore:
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def _lock_holder(store: LocalStateStore) -> dict[str, Any] | None:
+    """Who holds (or, having died, last held) the lock; `running` says which."""
+    if not store.lock_path.exists():
+        return None
+    fd = os.open(store.lock_path, os.O_RDWR)
+    try:
+        info = _read_info(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return {**info, "running": True}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return {**info, "running": False} if info else None
+    finally:
+        os.close(fd)
 
 
 def _read_info(fd: int) -> dict[str, Any]:
