@@ -45,13 +45,35 @@ class LockedError(InputError):
     """Another exaprov process holds the deployment's lock."""
 
 
+# What to do about the AWS errors users actually meet (README "Troubleshooting" lists them).
+HINTS = {
+    "VpcLimitExceeded": "the region's VPC quota (default 5) is used up: delete an unused VPC or "
+                        "ask for more in Service Quotas (Amazon VPC → VPCs per Region)",
+    "AddressLimitExceeded": "the region's Elastic IP quota (default 5) is used up: release an unused "
+                            "address or raise 'EC2-VPC Elastic IPs' in Service Quotas",
+    "NatGatewayLimitExceeded": "the NAT gateway quota per AZ is used up: delete one or raise it in "
+                               "Service Quotas",
+    "ResourceLimitExceeded": "an EKS quota is used up (clusters or node groups per account): see "
+                             "Service Quotas → Amazon EKS",
+    "UnsupportedAvailabilityZoneException": "EKS has no capacity in one of the region's zones; "
+                                            "try another region or ask AWS support",
+    "InsufficientInstanceCapacity": "no capacity for that instance type in the zone right now: "
+                                    "try another instance type, or run `exaprov up` again later",
+    "UnauthorizedOperation": "the credentials lack a permission exaprov needs (README: IAM "
+                             "permissions)",
+    "AccessDenied": "the credentials lack a permission exaprov needs (README: IAM permissions)",
+    "AccessDeniedException": "the credentials lack a permission exaprov needs (README: IAM "
+                             "permissions)",
+}
+
+
 class AwsError(ExaprovError):
     """An AWS call failed; names the step and the operation."""
 
     def __init__(self, step: str, operation: str, code: str, message: str,
                  hint: str | None = None) -> None:
         self.step, self.operation, self.code = step, operation, code
-        super().__init__(f"{step}: {operation} failed ({code}): {message}", hint)
+        super().__init__(f"{step}: {operation} failed ({code}): {message}", hint or HINTS.get(code))
 
 
 class WaitTimeout(ExaprovError):

@@ -199,3 +199,4 @@ def test_a_failed_step_names_itself_and_what_was_not_started(
     assert "network: CreateVpc failed (VpcLimitExceeded): too many" in result.output
     assert "not started: nat" in result.output
     assert "run `exaprov up` again" in result.output
+    assert "hint: the region's VPC quota" in result.output
