@@ -18,6 +18,7 @@ The caller builds the S3 client with the deployment's region, profile and endpoi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -109,9 +110,21 @@ class S3StateStore:
         self._etag: str | None = None  # of the object last read or written; None: none existed
         self._lineage: str | None = None
         self._versioning: bool | None = None
-        self._if_match = _supports(s3_client, "PutObject", "IfMatch")
-        self._if_none_match = _supports(s3_client, "PutObject", "IfNoneMatch")
-        self._delete_if_match = _supports(s3_client, "DeleteObject", "IfMatch")
+
+    # What the installed botocore can send, checked on first use: the client may be lazy,
+    # and building the store must not start AWS access.
+
+    @functools.cached_property
+    def _if_match(self) -> bool:
+        return _supports(self.client, "PutObject", "IfMatch")
+
+    @functools.cached_property
+    def _if_none_match(self) -> bool:
+        return _supports(self.client, "PutObject", "IfNoneMatch")
+
+    @functools.cached_property
+    def _delete_if_match(self) -> bool:
+        return _supports(self.client, "DeleteObject", "IfMatch")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -340,6 +353,13 @@ class S3StateStore:
             message = f"{self.location} is locked by another exaprov process"
         return LockedError(message, hint="wait for it to finish; if that process is gone (a stale "
                                          "lock), remove the lock with `exaprov state unlock`")
+
+    def lock_holder(self) -> dict[str, Any] | None:
+        """What the lock object holds (across machines nobody can tell whether it still runs)."""
+        try:
+            return self._read_lock()
+        except (ClientError, BotoCoreError) as exc:
+            raise ExaprovError(f"{self.lock_location}: cannot read the lock ({_describe(exc)})") from None
 
     def force_unlock(self) -> dict[str, Any] | None:
         """Remove the lock object whoever holds it; returns what it held (None: no lock)."""

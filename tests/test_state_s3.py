@@ -234,3 +234,11 @@ def test_parse_s3_url_errors(url: str) -> None:
 
 def test_parse_s3_url() -> None:
     assert parse_s3_url("s3://my-bucket.x/a/b/state.json") == ("my-bucket.x", "a/b/state.json")
+
+
+def test_building_the_store_does_not_touch_the_client() -> None:
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"client.{name} used while building the store")
+
+    assert S3StateStore(URL, Untouchable()).location == URL

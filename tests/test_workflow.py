@@ -99,3 +99,41 @@ def test_kubeconfig_and_token_after_up(workdir: Path, aws: None, tmp_path: Path)
     credential: dict[str, Any] = json.loads(token.stdout)
     assert credential["kind"] == "ExecCredential"
     assert credential["status"]["token"].startswith("k8s-aws-v1.")
+
+
+def test_state_push_to_s3_then_work_from_there_and_pull_back(workdir: Path, aws: None) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="team-state", CreateBucketConfiguration={"LocationConstraint": REGION})
+    url = "s3://team-state/exaprov/example.json"
+    result = cli("state", "push", url)
+    assert result.exit_code == 0, result.output
+    local = json.loads(Path("state/example.json").read_text())
+    remote = json.loads(s3.get_object(Bucket="team-state", Key="exaprov/example.json")["Body"].read())
+    assert remote["lineage"] == local["lineage"] and remote["resources"] == local["resources"]
+    assert s3.head_object(Bucket="team-state", Key="exaprov/example.json")[
+        "ServerSideEncryption"] == "AES256"
+
+    status = json.loads(cli("status", "--state", url, "--output", "json").stdout)
+    assert status["in_sync"] is True  # the same deployment, read from S3
+
+    write_config({**SMALL, "state": url})  # or in the config
+    assert cli("up", "--yes").exit_code == 0
+    Path("state/example.json").unlink()
+    assert cli("state", "pull", url, "--state", "state/example.json").exit_code == 0
+    assert json.loads(Path("state/example.json").read_text())["lineage"] == local["lineage"]
+
+
+def test_a_held_s3_lock_names_its_holder_and_unlock_clears_it(workdir: Path, aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="team-state", CreateBucketConfiguration={"LocationConstraint": REGION})
+    url = "s3://team-state/exaprov/example.json"
+    write_config({**SMALL, "state": url})
+    s3.put_object(Bucket="team-state", Key="exaprov/example.json.lock", Body=json.dumps(
+        {"owner": "ana", "host": "laptop-7", "pid": 4242, "command": "exaprov up",
+         "since": "2026-11-25T10:00:00+00:00"}).encode())
+    result = cli("up", "--yes")
+    assert result.exit_code == 2 and "laptop-7" in result.output and "4242" in result.output
+    assert cli("state", "unlock", "--yes").exit_code == 0
+    assert cli("up", "--yes").exit_code == 0
