@@ -137,6 +137,32 @@ class Run:
         self._mutex = threading.Lock()
         self.changes: list[Change] = []
         self.observed: dict[str, Observed] = {}
+        self._shared: dict[Any, Future[Any]] = {}
+
+    def shared(self, key: Any, read: Callable[[], T]) -> T:
+        """One read per run, shared by every step that asks for it (e.g. one DescribeSubnets
+        by the deployment's tag serves network, database and peering). Concurrent askers wait
+        for the first; any mutation made through a StepContext empties the cache."""
+        with self._mutex:
+            future = self._shared.get(key)
+            owner = future is None
+            if owner:
+                future = self._shared[key] = Future()
+        assert future is not None
+        if owner:
+            try:
+                future.set_result(read())
+            except BaseException as exc:
+                with self._mutex:
+                    self._shared.pop(key, None)
+                future.set_exception(exc)
+                raise
+        return future.result()
+
+    def invalidate(self) -> None:
+        """Forget every shared read: something changed in AWS."""
+        with self._mutex:
+            self._shared.clear()
 
     @property
     def state(self) -> State:
@@ -242,7 +268,7 @@ class StepContext:
                                name=name)
         self.report(f"creating {kind} {name or logical}")
         checkpoint(f"before_create:{address}")
-        resource_id = self.call(create, token)
+        resource_id = self.mutate(create, token)
         checkpoint(f"after_create:{address}")
         self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
         row.live_id, row.live = resource_id, "created"
@@ -257,7 +283,7 @@ class StepContext:
         """
         if initial:
             if not self.planning:
-                self.call(apply)
+                self.mutate(apply)
             return
         address = self.address(logical)
         row = self.run.observed.get(address)
@@ -266,7 +292,7 @@ class StepContext:
         self.run.add_change(Change("update", address, kind, detail))
         if not self.planning:
             self.report(f"updating {kind} {logical}: {detail}")
-            self.call(apply)
+            self.mutate(apply)
 
     # -- destroy -----------------------------------------------------------------
 
@@ -283,7 +309,7 @@ class StepContext:
         self.run.writer.record(address, kind=kind, id=resource_id, status=DELETING)
         self.report(f"deleting {kind} {resource_id}")
         try:
-            self.call(delete, resource_id)
+            self.mutate(delete, resource_id)
         except AwsError as exc:
             if exc.__cause__ is None or not is_not_found(exc.__cause__):
                 raise
@@ -308,6 +334,14 @@ class StepContext:
                            exc.response.get("Error", {}).get("Message", str(exc))) from exc
         except BotoCoreError as exc:
             raise AwsError(self.step, "request", type(exc).__name__, str(exc)) from exc
+
+    def mutate(self, fn: Callable[..., T], *args: Any) -> T:
+        """`call` for a change to AWS: shared reads taken before (or during) it are stale."""
+        self.run.invalidate()
+        try:
+            return self.call(fn, *args)
+        finally:
+            self.run.invalidate()
 
     def wait_until(self, what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
                    timeout: float, interval: float, describe: Callable[[T], str] = str) -> T:

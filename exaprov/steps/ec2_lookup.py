@@ -1,5 +1,8 @@
 """Finding a deployment's EC2 resources: one describe per type, by tag, then by recorded ID.
 
+The describe by the deployment's tag is shared by every step of a run (`Run.shared`):
+a converged `up` asks EC2 once per type, not once per step.
+
 Every EC2 resource exaprov creates carries `exaprov:deployment`, `exaprov:component`
 and `exaprov:resource` (its logical name) in its create call, so one describe
 filtered by the deployment tag finds them all, with or without a state file.
@@ -43,9 +46,10 @@ class Ec2Items:
                  gone: frozenset[str] = GONE_STATES) -> None:
         self.ctx, self.operation, self.kind = ctx, operation, kind
         key, self.id_key, id_filter, param = EC2_TYPES[operation]
-        items = _describe(ctx, operation, key, param,
-                          [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]},
-                           {"Name": f"tag:{TAG_COMPONENT}", "Values": [ctx.step]}])
+        deployment = ctx.run.shared(("ec2", operation), lambda: _describe(
+            ctx, operation, key, param,
+            [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]}]))
+        items = [i for i in deployment if tag_dict(i.get("Tags")).get(TAG_COMPONENT) == ctx.step]
         seen = {i[self.id_key] for i in items}
         lost = sorted({rec["id"] for rec in ctx.run.state.step_resources(ctx.step).values()
                        if rec.get("kind") == kind and rec.get("id") and rec["id"] not in seen})
