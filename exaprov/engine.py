@@ -13,12 +13,14 @@ skipped. `destroy` walks the same graph with the edges reversed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import Enum
@@ -391,36 +393,56 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
     pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step")
     abandon = False
     try:
-        while sorter.is_active() and not (stop and not running):
-            if not stop:
-                for name in sorter.get_ready():
-                    start(name)
-            if not running:
-                break
-            try:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-            except KeyboardInterrupt:
-                if run.cancel.cancelled:
-                    abandon = True  # second Ctrl-C: do not wait for calls in flight
-                    raise
-                # First Ctrl-C: let running steps record and stop at their next poll.
-                run.cancel.cancel()
-                stop = True
-                continue
-            for future in done:
-                name, began = running.pop(future)
-                outcome = _outcome(name, future, time.monotonic() - began)
-                outcomes[name] = outcome
-                run.reporter.finished(outcome)
-                if outcome.status == "done":
-                    sorter.done(name)
-                else:
-                    stop = True
+        with _first_ctrl_c_cancels(run.cancel):
+            while sorter.is_active() and not (stop and not running):
+                stop = stop or run.cancel.cancelled
+                if not stop:
+                    for name in sorter.get_ready():
+                        start(name)
+                if not running:
+                    break
+                done, _ = wait(running, timeout=_CANCEL_POLL, return_when=FIRST_COMPLETED)
+                for future in done:
+                    name, began = running.pop(future)
+                    outcome = _outcome(name, future, time.monotonic() - began)
+                    outcomes[name] = outcome
+                    run.reporter.finished(outcome)
+                    if outcome.status == "done":
+                        sorter.done(name)
+                    else:
+                        stop = True
+    except KeyboardInterrupt:
+        abandon = True  # second Ctrl-C: do not wait for calls in flight
+        raise
     finally:
         pool.shutdown(wait=not abandon, cancel_futures=True)
     for name in graph:
         outcomes.setdefault(name, Outcome(name, "skipped"))
     return RunResult(outcomes, list(run.changes), list(run.observed.values()))
+
+
+_CANCEL_POLL = 0.2  # how often the walk notices a cancel while steps are busy (seconds)
+
+
+@contextlib.contextmanager
+def _first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
+    """While steps run, the first SIGINT only sets the cancel token (running steps stop at
+    their next poll, record and save); a second raises KeyboardInterrupt. A handler rather
+    than catching KeyboardInterrupt, which could land in any line of the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _outcome(name: str, future: Future[None], seconds: float) -> Outcome:
