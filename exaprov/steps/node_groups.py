@@ -166,28 +166,47 @@ def ensure_launch_template(ctx: StepContext, templates: Ec2Items, spec: GroupSpe
     ec2, logical = ctx.aws.ec2, f"lt-{spec.name}"
     name = f"{ctx.cfg.cluster.cluster_name}-{spec.name}"
     data = launch_template_data(ctx, spec, node_sg)
+    wanted = _lt_fingerprint(data)
     template = templates.pick(logical)
     if template is None:
         lt_id = ctx.create(logical, "ec2:launch-template", lambda token: ec2.create_launch_template(
             LaunchTemplateName=name, LaunchTemplateData=data, ClientToken=token[:64],
             TagSpecifications=tag_specs(ctx, "launch-template", logical, name),
-        )["LaunchTemplate"]["LaunchTemplateId"], name=name, detail=f"{spec.disk_size} GiB, IMDSv2")
+        )["LaunchTemplate"]["LaunchTemplateId"], name=name, detail=f"{spec.disk_size} GiB, IMDSv2",
+            **({} if is_unknown(node_sg) else {"version": "1", "fingerprint": wanted}))
         return lt_id, "1"
     lt_id = template["LaunchTemplateId"]
     ctx.found(logical, "ec2:launch-template", lt_id)
     latest = str(template["LatestVersionNumber"])
     if is_unknown(node_sg):
         return lt_id, latest
+    # A version never changes once made: if the latest is still the one exaprov made (or checked)
+    # with these very settings, its data is known without describing it.
+    rec = ctx.recorded(logical) or {}
+    if rec.get("id") == lt_id and rec.get("version") == latest and rec.get("fingerprint") == wanted:
+        return lt_id, latest
     live = ctx.call(lambda: ec2.describe_launch_template_versions(
         LaunchTemplateId=lt_id, Versions=[latest]))["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     if _lt_digest(live) == _lt_digest(data):
+        _record_version(ctx, logical, latest, wanted)
         return lt_id, latest
     version: list[str] = [str(int(latest) + 1)]
     ctx.update(logical, "ec2:launch-template", "new version (disk size / instance tags / IMDS)",
                lambda: version.__setitem__(0, str(ec2.create_launch_template_version(
                    LaunchTemplateId=lt_id, LaunchTemplateData=data,
                )["LaunchTemplateVersion"]["VersionNumber"])))
+    _record_version(ctx, logical, version[0], wanted)
     return lt_id, version[0]
+
+
+def _lt_fingerprint(data: dict[str, Any]) -> str:
+    return hashlib.sha256(_lt_digest(data).encode()).hexdigest()[:16]
+
+
+def _record_version(ctx: StepContext, logical: str, version: str, fingerprint: str) -> None:
+    """Remember which version holds which settings (versions are immutable)."""
+    if not ctx.planning:
+        ctx.run.writer.record(ctx.address(logical), version=version, fingerprint=fingerprint)
 
 
 # -- node groups ---------------------------------------------------------------------
@@ -216,7 +235,7 @@ def ensure_node_groups(ctx: StepContext) -> dict[str, Any]:
     # In a plan only groups that exist have ASGs to compare.
     existing = {names[n]: wanted[n] for n in wanted
                 if not ctx.planning or (n in live and live[n]["nodegroupName"] == names[n])}
-    ensure_asg_tags(ctx, existing)
+    ensure_asg_tags(ctx, existing, {g["nodegroupName"]: g for g in live.values()})
     return {"node_groups": names}
 
 
@@ -412,14 +431,21 @@ def _wait_deleted(ctx: StepContext, name: str) -> None:
         timeout=NODEGROUP_DELETE_TIMEOUT, interval=15)
 
 
-def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec]) -> None:
-    """Autoscaler tags on each group's ASG (not propagated to instances): one read, one write."""
+def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
+                    described: dict[str, dict[str, Any]] | None = None) -> None:
+    """Autoscaler tags on each group's ASG (not propagated to instances): one read, one write.
+
+    `described`: groups already described in this run; a group's ASG does not change while
+    it lives, so only groups created in this run (or not described yet) are described again.
+    """
     eks, autoscaling = ctx.aws.client("eks"), ctx.aws.client("autoscaling")
     cluster = ctx.cfg.cluster.cluster_name
     asgs: dict[str, GroupSpec] = {}
     for name, spec in groups.items():
-        group = ctx.call(lambda n=name: eks.describe_nodegroup(clusterName=cluster, nodegroupName=n))[
-            "nodegroup"]
+        group = (described or {}).get(name)
+        if not (group or {}).get("resources", {}).get("autoScalingGroups"):
+            group = ctx.call(lambda n=name: eks.describe_nodegroup(
+                clusterName=cluster, nodegroupName=n))["nodegroup"]
         for asg in group.get("resources", {}).get("autoScalingGroups", []):
             asgs[asg["name"]] = spec
     if not asgs:
