@@ -34,7 +34,7 @@ from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown, unknown
 from exaprov.errors import ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
-from exaprov.steps.ec2_lookup import Ec2Items, verify_gone
+from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, verify_gone
 from exaprov.steps.security_groups import Rule, describe_rules, ensure_group, ensure_rules, live_rule, revoke
 
 SG_KIND = "ec2:security-group"
@@ -122,10 +122,10 @@ def primary_rules(ctx: StepContext, group_id: str) -> set[Rule]:
     """The group's rules described as database-cluster-rule's.
 
     Read from DescribeSecurityGroups: its IpPermissions carry the description of rules
-    that reference a group, which moto's DescribeSecurityGroupRules leaves out.
+    that reference a group, which moto's DescribeSecurityGroupRules leaves out. The
+    run's shared describe by tag holds the group (else it is described by ID).
     """
-    groups = ctx.call(lambda: ctx.aws.ec2.describe_security_groups(
-        Filters=[{"Name": "group-id", "Values": [group_id]}]))["SecurityGroups"]
+    groups = items_by_id(ctx, "describe_security_groups", [group_id])
     return {Rule("ingress", str(perm["IpProtocol"]).lower(), perm.get("FromPort", -1),
                  perm.get("ToPort", -1), pair["GroupId"], PRIMARY_RULE_DESCRIPTION)
             for group in groups for perm in group.get("IpPermissions", [])
@@ -180,7 +180,12 @@ def ensure_database(ctx: StepContext) -> dict[str, Any]:
 
 
 def find_database(ctx: StepContext, ident: str) -> dict[str, Any] | None:
-    return ctx.call(lambda: _describe(ctx, ident))
+    """The instance, read once per run (the network step reads its DB subnet group from it)."""
+    return ctx.run.shared(("rds", "db-instance", ident), lambda: ctx.call(lambda: _describe(ctx, ident)))
+
+
+def database_identifier(cfg: Any) -> str | None:
+    return _identifier(cfg) if _enabled(cfg) else None
 
 
 def _describe(ctx: StepContext, ident: str) -> dict[str, Any] | None:

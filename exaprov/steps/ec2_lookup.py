@@ -46,9 +46,7 @@ class Ec2Items:
                  gone: frozenset[str] = GONE_STATES) -> None:
         self.ctx, self.operation, self.kind = ctx, operation, kind
         key, self.id_key, id_filter, param = EC2_TYPES[operation]
-        deployment = ctx.run.shared(("ec2", operation), lambda: _describe(
-            ctx, operation, key, param,
-            [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]}]))
+        deployment = deployment_items(ctx, operation)
         items = [i for i in deployment if tag_dict(i.get("Tags")).get(TAG_COMPONENT) == ctx.step]
         seen = {i[self.id_key] for i in items}
         lost = sorted({rec["id"] for rec in ctx.run.state.step_resources(ctx.step).values()
@@ -75,6 +73,23 @@ class Ec2Items:
         return [i for i in self.items
                 if i[self.id_key] not in claimed
                 and tag_dict(i.get("Tags")).get(TAG_RESOURCE) not in logicals]
+
+
+def deployment_items(ctx: StepContext, operation: str) -> list[dict[str, Any]]:
+    """Every item of one EC2 type carrying the deployment's tag: one describe per run."""
+    key, _, _, param = EC2_TYPES[operation]
+    return ctx.run.shared(("ec2", operation), lambda: _describe(
+        ctx, operation, key, param, [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]}]))
+
+
+def items_by_id(ctx: StepContext, operation: str, ids: list[str]) -> list[dict[str, Any]]:
+    """These items of the deployment (any step's), from the shared describe by tag when it holds
+    them all, else described by ID (one whose tags were stripped by hand is still found)."""
+    key, id_key, id_filter, param = EC2_TYPES[operation]
+    shared = {i[id_key]: i for i in deployment_items(ctx, operation)}
+    if all(i in shared for i in ids):
+        return [shared[i] for i in ids]
+    return _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": list(ids)}])
 
 
 def _describe(ctx: StepContext, operation: str, key: str, param: str,

@@ -16,7 +16,7 @@ DependencyViolation while ENIs of deleted things linger.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from typing import Any
 
@@ -26,7 +26,8 @@ from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.state import FAILED
-from exaprov.steps.ec2_lookup import Ec2Items, reconcile_tags, tag_specs, verify_gone
+from exaprov.steps.database import database_identifier, find_database
+from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, reconcile_tags, tag_specs, verify_gone
 
 TIERS = (("private", 1), ("public", 4), ("database", 7))  # tier, index of its first /+4 block
 K8S_ROLE_TAGS = {"public": {"kubernetes.io/role/elb": "1"},
@@ -69,11 +70,23 @@ def availability_zones(ctx: StepContext) -> list[str]:
     return names
 
 
+def network_layout(ctx: StepContext) -> list[SubnetSpec]:
+    """The nine subnets. The region's zones matter only to create one: while all nine exist,
+    each keeps the zone it is in, and DescribeAvailabilityZones is not asked."""
+    cidr = ctx.cfg.network.vpc_cidr_block
+    items = Ec2Items(ctx, "describe_subnets", "ec2:subnet")
+    layout = subnet_layout(cidr, ["(unknown)"])
+    live = {s.logical: items.pick(s.logical) for s in layout}
+    if not all(live.values()):
+        return subnet_layout(cidr, availability_zones(ctx))
+    return [replace(s, zone=(live[s.logical] or {}).get("AvailabilityZone", s.zone)) for s in layout]
+
+
 # -- step: network ---------------------------------------------------------------
 
 def ensure_network(ctx: StepContext) -> dict[str, Any]:
     net = ctx.cfg.network
-    layout = subnet_layout(net.vpc_cidr_block, availability_zones(ctx))
+    layout = network_layout(ctx)
     vpc_id = ensure_vpc(ctx)
     subnets = ensure_subnets(ctx, vpc_id, layout)
     by_tier = {tier: [subnets[s.logical] for s in layout if s.tier == tier]
@@ -258,6 +271,13 @@ def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str])
 
 
 def find_db_subnet_group(ctx: StepContext, name: str) -> dict[str, Any] | None:
+    # DescribeDBInstances carries the instance's subnet group (subnets, VPC, status) and the
+    # database step reads it anyway: one RDS read serves both while the group is in use.
+    ident = database_identifier(ctx.cfg)
+    db = find_database(ctx, ident) if ident else None
+    in_use = (db or {}).get("DBSubnetGroup") or {}
+    if in_use.get("DBSubnetGroupName") == name and "Subnets" in in_use:
+        return in_use
     try:
         return ctx.call(lambda: ctx.aws.rds.describe_db_subnet_groups(
             DBSubnetGroupName=name))["DBSubnetGroups"][0]
@@ -358,8 +378,7 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
     private_rt = net["private_route_table_ids"][0]
     table: dict[str, Any] = {"RouteTableId": private_rt, "Routes": []}
     if not is_unknown(private_rt):
-        tables = ctx.call(lambda: ec2.describe_route_tables(
-            Filters=[{"Name": "route-table-id", "Values": [private_rt]}]))["RouteTables"]
+        tables = items_by_id(ctx, "describe_route_tables", [private_rt])
         if not tables:
             raise ExaprovError(f"nat: the private route table {private_rt} is gone",
                                hint="run `exaprov up` again: the network step recreates it")

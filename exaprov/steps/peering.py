@@ -35,7 +35,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import Aws, tag_dict
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
-from exaprov.steps.ec2_lookup import tag_specs
+from exaprov.steps.ec2_lookup import items_by_id, tag_specs
 from exaprov.steps.security_groups import Rule, describe_rules, ensure_rules, revoke
 
 KIND_PCX = "ec2:vpc-peering-connection"
@@ -137,7 +137,8 @@ def ensure_peering(ctx: StepContext) -> dict[str, Any]:
         claimed[peer.vpc_id] = peer.cidrs
     for vpc_id in sorted(known_peers(ctx, live) - wanted.keys()):
         unpeer(ctx, vpc_id, live, node_sg)
-    deployment_tables = describe_tables(ctx, ctx.aws, ids=net["private_route_table_ids"])
+    known_tables = [i for i in net["private_route_table_ids"] if not is_unknown(i)]
+    deployment_tables = items_by_id(ctx, "describe_route_tables", known_tables) if known_tables else []
     outputs = {p.vpc_id: ensure_peer(ctx, live, net, node_sg, deployment_tables, p) for p in peers}
     return {"peerings": outputs}
 

@@ -29,7 +29,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Change, Step, StepContext, is_unknown
 from exaprov.errors import ExaprovError, error_code, is_not_found
-from exaprov.steps.ec2_lookup import Ec2Items, reconcile_tags, tag_specs, verify_gone
+from exaprov.steps.ec2_lookup import Ec2Items, deployment_items, reconcile_tags, tag_specs, verify_gone
 
 KIND = "ec2:security-group"
 # Rules on our groups whose description starts with one of these belong to later
@@ -164,7 +164,7 @@ def ensure_rules(ctx: StepContext, logical: str, group_id: str, wanted: set[Rule
     """
     live: dict[Rule, dict[str, Any]] = {}
     if not is_unknown(group_id):
-        for item in describe_rules(ctx, [group_id]):
+        for item in group_rules(ctx, group_id):
             live.setdefault(live_rule(item), item)
     for rule in sorted(wanted - live.keys(), key=str):
         ctx.update(logical, KIND, f"add {rule} ({rule.description})" if rule.description
@@ -177,6 +177,23 @@ def ensure_rules(ctx: StepContext, logical: str, group_id: str, wanted: set[Rule
             continue
         ctx.update(logical, KIND, f"revoke {rule}", initial=initial,
                    apply=partial(revoke, ctx, group_id, rule.direction, item["SecurityGroupRuleId"]))
+
+
+def group_rules(ctx: StepContext, group_id: str) -> list[dict[str, Any]]:
+    """One group's rules. One DescribeSecurityGroupRules per run serves every step: it covers
+    the deployment's tagged groups and the EKS primary group (not ours to tag) the state
+    recorded; a group outside that set is described on its own."""
+    def read() -> tuple[frozenset[str], list[dict[str, Any]]]:
+        ids = {g["GroupId"] for g in deployment_items(ctx, "describe_security_groups")}
+        primary = ctx.run.state.outputs.get("cluster", {}).get("cluster_primary_security_group_id")
+        if primary and not is_unknown(primary):
+            ids.add(primary)
+        return frozenset(ids), describe_rules(ctx, sorted(ids)) if ids else []
+
+    covered, rules = ctx.run.shared(("ec2", "security-group-rules"), read)
+    if group_id not in covered:
+        return describe_rules(ctx, [group_id])
+    return [r for r in rules if r.get("GroupId") == group_id]
 
 
 def describe_rules(ctx: StepContext, group_ids: list[str]) -> list[dict[str, Any]]:
