@@ -262,21 +262,42 @@ def ensure_oidc_provider(ctx: StepContext, issuer: str) -> str:
     url = issuer.removeprefix("https://")
     if is_unknown(issuer):
         return ctx.create("oidc-provider", "iam:oidc-provider", lambda token: "", detail="IRSA")
-    arn = find_oidc_provider(ctx, url)
-    if arn is None:
+    # The recorded provider is read directly (its ARN ends in its URL); listing every
+    # provider of the account is the fallback for a new issuer or a lost record.
+    arn, live = recorded_oidc_provider(ctx, url), None
+    if arn is not None:
+        live = _get_oidc_provider(ctx, arn)
+    if live is None:
+        arn = find_oidc_provider(ctx, url)
+        live = _get_oidc_provider(ctx, arn) if arn else None
+    if arn is None or live is None:
         return ctx.create("oidc-provider", "iam:oidc-provider",
                           lambda token: iam.create_open_id_connect_provider(
             Url=issuer, ClientIDList=[OIDC_CLIENT_ID], ThumbprintList=[OIDC_THUMBPRINT],
             Tags=[{"Key": k, "Value": v} for k, v in ctx.tags("oidc-provider").items()],
         )["OpenIDConnectProviderArn"], detail=url)
     ctx.found("oidc-provider", "iam:oidc-provider", arn)
-    clients = ctx.call(lambda: iam.get_open_id_connect_provider(
-        OpenIDConnectProviderArn=arn)).get("ClientIDList", [])
+    clients = live.get("ClientIDList", [])
     if OIDC_CLIENT_ID not in clients:
         ctx.update("oidc-provider", "iam:oidc-provider", f"client id {OIDC_CLIENT_ID}",
                    lambda: iam.add_client_id_to_open_id_connect_provider(
                        OpenIDConnectProviderArn=arn, ClientID=OIDC_CLIENT_ID))
     return arn
+
+
+def recorded_oidc_provider(ctx: StepContext, url: str) -> str | None:
+    arn = ctx.recorded_id("oidc-provider")
+    return arn if arn and not is_unknown(arn) and arn.endswith(f":oidc-provider/{url}") else None
+
+
+def _get_oidc_provider(ctx: StepContext, arn: str) -> dict[str, Any] | None:
+    try:
+        return ctx.call(lambda: ctx.aws.client("iam").get_open_id_connect_provider(
+            OpenIDConnectProviderArn=arn))
+    except AwsError as exc:
+        if exc.__cause__ is not None and is_not_found(exc.__cause__):
+            return None
+        raise
 
 
 def find_oidc_provider(ctx: StepContext, url: str) -> str | None:
