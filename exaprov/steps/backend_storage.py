@@ -50,6 +50,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, unknown
 from exaprov.errors import AwsError, InputError, error_code, ignore_not_found, is_not_found
+from exaprov.state import CREATED
 from exaprov.steps.iam import normalise_policy, partition
 
 USER_KIND = "iam:user"
@@ -144,6 +145,18 @@ def stored_key_id(ctx: StepContext, secret_arn: str) -> str | None:
     return key_id if isinstance(key_id, str) else None
 
 
+def current_version_key(secret: dict[str, Any], keys: list[dict[str, Any]]) -> str | None:
+    """The access key whose value exaprov stored as the secret's current version, known
+    without reading the value: PutSecretValue's token (the version ID) is derived from the
+    key ID. None if the current version is not one of these keys' (then read the value)."""
+    current = [v for v, stages in (secret.get("VersionIdsToStages") or {}).items()
+               if "AWSCURRENT" in stages]
+    for key in keys:
+        if current == [_version_token(key["AccessKeyId"])]:
+            return str(key["AccessKeyId"])
+    return None
+
+
 def _version_token(key_id: str) -> str:
     """PutSecretValue's ClientRequestToken (32-64 characters): one version per access key."""
     return hashlib.sha256(f"exaprov:{key_id}".encode()).hexdigest()
@@ -222,7 +235,7 @@ def ensure_backend_user(ctx: StepContext) -> dict[str, Any]:
         if deleted and ctx.planning:
             stored = ctx.recorded_id("access-key")  # unreadable until `up` restores it
         else:
-            stored = stored_key_id(ctx, secret_arn)
+            stored = current_version_key(secret, live_keys) or stored_key_id(ctx, secret_arn)
 
     # The one access key: the one the secret holds, if the user still has it.
     kept = next((k for k in live_keys if k["AccessKeyId"] == stored), None)
@@ -393,6 +406,29 @@ def tagged_buckets(ctx: StepContext) -> list[str]:
     return ours
 
 
+def recorded_bucket(ctx: StepContext) -> tuple[str, str, dict[str, str]] | None:
+    """(name, region, tags) of the bucket the state records as created, or None.
+
+    Its tags are read anyway, and GetBucketTagging answers NoSuchBucket for a bucket gone:
+    one call instead of HeadBucket + GetBucketTagging (a bucket's region never changes).
+    """
+    rec = ctx.recorded("bucket") or {}
+    name, region = rec.get("id"), rec.get("region")
+    if not name or not region or rec.get("status") != CREATED:
+        return None
+    s3 = ctx.aws.client("s3")
+    try:
+        found = ctx.call(lambda: s3.get_bucket_tagging(Bucket=name))
+    except AwsError as exc:
+        code = error_code(exc.__cause__) if exc.__cause__ is not None else None
+        if code == "NoSuchTagSet":
+            return name, region, {}
+        if exc.__cause__ is not None and (is_not_found(exc.__cause__) or code in NO_BUCKET_CODES):
+            return None
+        raise
+    return name, region, tag_dict(found.get("TagSet"))
+
+
 def find_bucket(ctx: StepContext) -> tuple[str, dict[str, Any]] | None:
     """(name, HeadBucket response): the recorded name (an intent's too), else by tags."""
     rec = ctx.recorded("bucket") or {}
@@ -423,7 +459,8 @@ def ensure_bucket(ctx: StepContext) -> dict[str, Any]:
     s3 = ctx.aws.client("s3")
     user_arn = ctx.upstream["backend-user"]["iam_user_arn"]
     prefix = bucket_prefix(ctx)
-    found = find_bucket(ctx)
+    known = recorded_bucket(ctx)
+    found = (known[0], {"BucketRegion": known[1]}) if known else find_bucket(ctx)
     if found is not None and not found[0].startswith(prefix):
         raise InputError(
             f"bucket: the bucket {found[0]} was made for another module_repo_backend.exadeploy_id; "
@@ -436,7 +473,7 @@ def ensure_bucket(ctx: StepContext) -> dict[str, Any]:
     region = bucket_region(ctx, head)
     ctx.found("bucket", BUCKET_KIND, name, name=name, region=region)
     tags = ctx.tags("bucket", name=name)
-    live_tags = bucket_tags(ctx, name)
+    live_tags = known[2] if known else bucket_tags(ctx, name)
     missing = {k: v for k, v in tags.items() if live_tags.get(k) != v}
     if missing:
         keep = {k: v for k, v in live_tags.items() if not k.startswith("aws:")}
