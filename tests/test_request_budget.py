@@ -1,0 +1,117 @@
+"""The API request budget of a converged run (issue #7): the whole stack of SPEC's full example
+(two runner pools, the database and bucket backend) with one peered client VPC.
+
+A converged `up`, `status` or `plan` reads each kind of resource once (one describe by tag or
+by ID list per EC2 type, shared across steps), never per resource where one call serves.
+Counts are of requests made, deterministic; no timing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.conftest import REGION, CallLog, cli
+
+# What a converged run asks today (see the module docstring of each step for why each
+# remaining read is needed); a new per-resource read makes these fail.
+UP_BUDGET = 44
+STATUS_BUDGET = 44
+PLAN_BUDGET = 44
+
+
+def _state(work: Path) -> dict[str, Any]:
+    return json.loads((work / "state" / "example.json").read_text())
+
+
+@pytest.fixture
+def stack(aws: None, workdir: Path) -> dict[str, Any]:
+    """The full example up, one client VPC peered, then `up` once more (converged)."""
+    client = boto3.client("ec2", region_name=REGION).create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    assert cli("init", "--example", "full", "--force").exit_code == 0
+    assert cli("up", "--yes").exit_code == 0
+    assert cli("peer", "--vpc-id", client).exit_code == 0
+    assert cli("up", "--yes").exit_code == 0
+    return _state(workdir)
+
+
+def _count(calls: CallLog, *args: str) -> tuple[Counter[tuple[str, str]], Any]:
+    calls.clear()
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    return Counter(calls.calls), result
+
+
+def test_converged_runs_stay_within_the_budget(stack: dict[str, Any], calls: CallLog) -> None:
+    counted, _ = _count(calls, "up", "--yes")
+    assert calls.mutating() == []
+    assert sum(counted.values()) <= UP_BUDGET, sorted(counted.items())
+    # Shared reads: one describe per EC2 type (route tables and VPCs: ours + the client's).
+    assert counted[("ec2", "DescribeSecurityGroups")] == 1
+    assert counted[("ec2", "DescribeSecurityGroupRules")] == 1
+    assert counted[("ec2", "DescribeRouteTables")] == 2
+    # One DescribeNodegroup per group (4 system + 2 runner pools), no launch template versions.
+    assert counted[("eks", "DescribeNodegroup")] == 6
+    assert counted[("ec2", "DescribeLaunchTemplateVersions")] == 0
+    assert counted[("ec2", "DescribeAvailabilityZones")] == 0
+    assert counted[("iam", "ListOpenIDConnectProviders")] == 0
+    assert counted[("rds", "DescribeDBSubnetGroups")] == 0
+    assert counted[("secretsmanager", "GetSecretValue")] == 0
+    assert counted[("s3", "HeadBucket")] == 0
+
+    counted, result = _count(calls, "status", "-o", "json")
+    assert json.loads(result.stdout)["in_sync"] is True
+    assert sum(counted.values()) <= STATUS_BUDGET, sorted(counted.items())
+    counted, _ = _count(calls, "plan")
+    assert sum(counted.values()) <= PLAN_BUDGET, sorted(counted.items())
+    assert calls.mutating() == []
+
+
+def test_drift_is_still_seen_within_the_budget(stack: dict[str, Any], calls: CallLog) -> None:
+    """Changes made out of band (console, another tool) show in `status` at the lower count."""
+    ec2, eks = boto3.client("ec2", region_name=REGION), boto3.client("eks", region_name=REGION)
+    s3 = boto3.client("s3", region_name=REGION)
+    resources, outputs = stack["resources"], stack["outputs"]
+    node_sg = outputs["security-groups"]["node_security_group_id"]
+    rules = ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [node_sg]}])["SecurityGroupRules"]
+    kubelet = next(r for r in rules if r.get("FromPort") == 10250)
+    ec2.revoke_security_group_ingress(GroupId=node_sg, SecurityGroupRuleIds=[kubelet["SecurityGroupRuleId"]])
+    cluster = outputs["cluster"]["cluster_name"]
+    runner = next(n for n in outputs["node-groups"]["node_groups"].values() if n.startswith("runner-"))
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName=runner)["nodegroup"]
+    scaling = group["scalingConfig"]
+    eks.update_nodegroup_config(clusterName=cluster, nodegroupName=runner, scalingConfig={
+        **scaling, "maxSize": scaling["maxSize"] + 7})
+    bucket = outputs["bucket"]["s3_bucket_id"]
+    s3.delete_public_access_block(Bucket=bucket)
+    # A launch template version made by hand (a smaller disk) becomes the latest.
+    lt_id = resources["node-groups.lt-default"]["id"]
+    ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData={
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20}}]})
+
+    counted, result = _count(calls, "status", "-o", "json")
+    assert sum(counted.values()) <= STATUS_BUDGET + 1, sorted(counted.items())  # + that version
+    changes = json.loads(result.stdout)["changes"]
+    details = {(c["address"], c["detail"]) for c in changes}
+    assert any(a == "security-groups.node-sg" and "10250" in d for a, d in details), details
+    assert any(a == f"node-groups.{group['tags']['exaprov:resource']}" and "scaling" in d
+               for a, d in details), details
+    assert any(a == "bucket.bucket" and "public access" in d for a, d in details), details
+    assert any(a == "node-groups.lt-default" and "new version" in d for a, d in details), details
+
+    # `up` repairs them; the run after that is converged again, within the budget.
+    assert cli("up", "--yes").exit_code == 0
+    assert any(r.get("FromPort") == 10250 for r in ec2.describe_security_group_rules(
+        Filters=[{"Name": "group-id", "Values": [node_sg]}])["SecurityGroupRules"])
+    assert eks.describe_nodegroup(clusterName=cluster, nodegroupName=runner)[
+        "nodegroup"]["scalingConfig"]["maxSize"] == scaling["maxSize"]
+    assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]["BlockPublicAcls"]
+    counted, _ = _count(calls, "up", "--yes")
+    assert calls.mutating() == []
+    assert sum(counted.values()) <= UP_BUDGET, sorted(counted.items())
