@@ -250,7 +250,7 @@ def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str])
     """RDS subnet groups have deterministic names, so they are found by name, not tag."""
     rds = ctx.aws.rds
     name = ctx.cfg.network.vpc_name.lower()  # RDS stores subnet group names in lower case
-    group = find_db_subnet_group(ctx, name)
+    group = find_db_subnet_group(ctx, name, via_instance=True)
     if group is None:
         ctx.create("db-subnet-group", "rds:db-subnet-group", lambda token: rds.create_db_subnet_group(
             DBSubnetGroupName=name, DBSubnetGroupDescription=f"exaprov {ctx.cfg.name} database subnets",
@@ -270,10 +270,11 @@ def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str])
     return name
 
 
-def find_db_subnet_group(ctx: StepContext, name: str) -> dict[str, Any] | None:
+def find_db_subnet_group(ctx: StepContext, name: str, via_instance: bool = False
+                         ) -> dict[str, Any] | None:
     # DescribeDBInstances carries the instance's subnet group (subnets, VPC, status) and the
     # database step reads it anyway: one RDS read serves both while the group is in use.
-    ident = database_identifier(ctx.cfg)
+    ident = database_identifier(ctx.cfg) if via_instance else None
     db = find_database(ctx, ident) if ident else None
     in_use = (db or {}).get("DBSubnetGroup") or {}
     if in_use.get("DBSubnetGroupName") == name and "Subnets" in in_use:
