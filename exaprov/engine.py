@@ -49,6 +49,9 @@ ENV_CRASH_AT = "EXAPROV_CRASH_AT"
 class Mode(Enum):
     APPLY = "apply"
     PLAN = "plan"
+    # `state recover`: a plan (nothing in AWS changes) whose finds are recorded, so the
+    # state can be rebuilt from what the steps find by tag.
+    RECOVER = "recover"
 
 
 @dataclass
@@ -206,7 +209,13 @@ class StepContext:
 
     @property
     def planning(self) -> bool:
-        return self.run.mode is Mode.PLAN
+        """No change to AWS: creates, updates and deletes only become planned changes."""
+        return self.run.mode is not Mode.APPLY
+
+    @property
+    def recording(self) -> bool:
+        """What is found goes into the state (APPLY, and RECOVER rebuilding it)."""
+        return self.run.mode is not Mode.PLAN
 
     def address(self, logical: str) -> str:
         return f"{self.step}.{logical}"
@@ -246,7 +255,7 @@ class StepContext:
             row.drift.append("not in state: found by its tags (up adopts it)")
         elif recorded != resource_id:
             row.drift.append(f"state records {recorded}, AWS has {resource_id} (up adopts it)")
-        if not self.planning:
+        if self.recording:
             self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
         return resource_id
 
@@ -496,7 +505,7 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
         result = step.ensure(StepContext(run, step, upstream))
         with outputs_mutex:
             outputs[name] = result
-        if run.mode is Mode.APPLY:
+        if run.mode is Mode.APPLY or (run.mode is Mode.RECOVER and not _has_unknown(result)):
             run.writer.set_outputs(name, result)
 
     graph = {s.name: {r for r in s.requires if r in by_name and r not in removed_names}
@@ -507,6 +516,15 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
             if required in removed_names:
                 graph.setdefault(required, set()).add(s.name)
     return _walk(graph, work, run)
+
+
+def _has_unknown(value: Any) -> bool:
+    """Outputs naming a resource that does not exist yet (a recovered state leaves them out)."""
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_unknown(v) for v in value)
+    return is_unknown(value)
 
 
 def destroy(steps: Sequence[Step], run: Run) -> RunResult:
