@@ -97,12 +97,19 @@ def _print_error(exc: ExaprovError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+_BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "botocore.awsrequest",
+                 "urllib3")
+
+
 def _setup_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
-    if not debug:
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # These print request parameters, signed requests and response bodies: a PutSecretValue's
+    # SecretString, a CreateAccessKey's secret key. --debug logs each call by name instead.
+    for name in _BODY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     if verbose or debug:
         # botocore logs each retry it makes (throttling, 5xx) at DEBUG on this logger.
         logging.getLogger("botocore.retries").setLevel(logging.DEBUG)
