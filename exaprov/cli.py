@@ -447,6 +447,9 @@ def _print_recovery(recovery: Any) -> None:
     click.echo(summary, err=True)
     if recovery.damage:
         click.echo(f"The current state is damaged: {recovery.damage}", err=True)
+    elif recovery.previous.startswith("records") and not recovery.written:
+        click.echo(f"The current state {recovery.previous}: --yes --force replaces it (a copy is "
+                   "kept aside).", err=True)
     if recovery.written:
         aside = f" (the previous one is kept in {recovery.kept_aside})" if recovery.kept_aside else ""
         click.echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.", err=True)

@@ -3,7 +3,8 @@
 A step is a small record — name, the steps it requires, `ensure` and `destroy`.
 `ensure` is written once and serves three commands: in APPLY mode (`up`) it
 creates and repairs; in PLAN mode (`plan`, `status`) every mutation becomes a
-recorded Change instead, so what `plan` shows is exactly what `up` would do.
+recorded Change instead, so what `plan` shows is exactly what `up` would do. RECOVER
+mode (`state recover`) is PLAN whose finds are recorded: a state rebuilt from tags.
 Steps return their outputs; the engine's StateWriter is the only writer of state.
 
 `up` starts each step as soon as the steps it requires are done. A failed step

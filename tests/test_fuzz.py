@@ -84,6 +84,18 @@ def configs(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
+def _root(path: str) -> str:
+    """The first key of a problem's path: `a.b[0]` → a; `['odd key'].x` → odd key."""
+    quoted = re.match(r"\[(['\"])(.*?)\1\]", path)
+    return quoted.group(2) if quoted else re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def _spellings(data: Any) -> set[str]:
+    """A document's own top-level keys, as written and as a message quotes them (repr)."""
+    keys = [str(k) for k in data] if isinstance(data, dict) else []
+    return set(keys) | {repr(k)[1:-1] for k in keys}
+
+
 def check_problems(problems: list[str], data: Any) -> None:
     """Every problem line is `<key path>: <why>`, and the path starts at a key of the schema,
     a key the config really has, or the top level."""
@@ -91,14 +103,19 @@ def check_problems(problems: list[str], data: Any) -> None:
     for line in problems:
         head, sep, why = line.partition(": ")
         assert sep and why, line
-        root = re.split(r"[.\[]", head, maxsplit=1)[0]
-        known = TOP_KEYS | {str(k) for k in data} if isinstance(data, dict) else TOP_KEYS
+        root = _root(head)
+        known = TOP_KEYS | _spellings(data)
         assert root in known or head.startswith("(top level)") or head.startswith("tags"), line
 
 
+# Whole documents of junk too: any keys of the schema (or not) holding anything, or no mapping.
+documents = st.dictionaries(st.sampled_from(sorted(TOP_KEYS)) | st.text(max_size=10), junk,
+                            max_size=6) | junk
+
+
 @settings(max_examples=300, deadline=None)
-@given(configs())
-def test_any_config_is_valid_or_refused_naming_its_key(data: dict[str, Any]) -> None:
+@given(st.one_of(configs(), documents))
+def test_any_config_is_valid_or_refused_naming_its_key(data: Any) -> None:
     try:
         cfg = parse_config(data)
     except ConfigError as exc:
@@ -137,9 +154,9 @@ def command_lines(draw: st.DrawFn) -> list[str]:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(args=command_lines(), data=st.one_of(st.just(BASE), configs()))
+@given(args=command_lines(), data=st.one_of(st.just(BASE), configs(), documents))
 def test_any_command_line_is_a_plan_or_exit_2_naming_its_fault(
-        workdir: Path, aws: None, calls: Any, args: list[str], data: dict[str, Any]) -> None:
+        workdir: Path, aws: None, calls: Any, args: list[str], data: Any) -> None:
     """One moto for every example: these commands only read, so examples cannot disturb each
     other (the calls of each are checked to be reads)."""
     Path("exaprov.yaml").write_text(yaml.safe_dump(data))
@@ -163,15 +180,18 @@ def test_any_command_line_is_a_plan_or_exit_2_naming_its_fault(
             assert plan["summary"]["create"] > 0 if plan else "Plan: " in result.stdout
 
 
-def _names_its_fault(output: str, args: list[str], data: dict[str, Any]) -> bool:
-    """The message names a flag given, a config key (`key: why` lines), or a flag's value."""
+def _names_its_fault(output: str, args: list[str], data: Any) -> bool:
+    """The message names a flag given, a config key (`key: why` lines), a flag's value, or
+    the config file when its top level is not a mapping at all."""
+    if not isinstance(data, dict) and "exaprov.yaml" in output:
+        return True
     flags = [a for a in args if a.startswith("-")]
     values = [a for a in args if not a.startswith("-") and a]
     if any(flag in output for flag in flags) or any(f"'{v}'" in output or v in output for v in values):
         return True
     lines = [line for line in output.splitlines() if ": " in line]
-    roots = TOP_KEYS | {str(k) for k in data}
-    return any(re.split(r"[.\[:]", line, maxsplit=1)[0] in roots for line in lines)
+    roots = TOP_KEYS | _spellings(data)
+    return any(_root(line.partition(": ")[0]) in roots for line in lines)
 
 
 @pytest.mark.parametrize("flag", ["--region", "--output", "--state", "--config"])

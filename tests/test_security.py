@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
-from moto.iam.models import IAMBackend
+from moto.iam.models import AWSManagedPolicy, IAMBackend
 
 from tests.conftest import REGION, _managed_policy_data, cli
 
@@ -59,9 +59,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             mp.setenv(var, value)
         mp.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
-        mp.setattr(IAMBackend, "_init_aws_policies", lambda self: [
-            __import__("moto.iam.models", fromlist=["AWSManagedPolicy"]).AWSManagedPolicy.from_data(
-                name, self.account_id, self.region_name, data)
+        mp.setattr(IAMBackend, "_init_aws_policies", lambda self: [  # as conftest does
+            AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
             for name, data in _managed_policy_data().items()])
         mp.chdir(folder)
         assert cli("init", "--example", "full").exit_code == 0
