@@ -188,3 +188,48 @@ def test_a_damaged_s3_state_is_kept_aside_in_the_bucket(workdir: Path, ec2: Any)
     assert s3.get_object(Bucket="team-state", Key=aside[0])["Body"].read() == b"{\"format_vers"
     recovered = json.loads(s3.get_object(Bucket="team-state", Key="exaprov/example.json")["Body"].read())
     assert ids(recovered) == ids(original)
+
+
+def test_after_a_failed_state_write_recover_catches_the_state_up(
+        workdir: Path, ec2: Any, calls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FAULTS F13: the disk fills mid-`up` (ENOSPC on the state's replace): exaprov stops with
+    the newest state in the errored file; the state on disk lags behind AWS. Recovery brings
+    it level, and the next `up` creates only what was never made: no duplicate."""
+    import errno
+    import os
+
+    import exaprov.state
+
+    write_config(SMALL)
+    real_write = exaprov.state._atomic_write
+
+    def disk_fills(path: Path, text: str | bytes) -> None:
+        """The disk is full from the save that would record a second subnet's ID."""
+        if Path(path).name == "example.json" and str(text).count('"id": "subnet-') >= 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_write(path, text)
+
+    monkeypatch.setattr(exaprov.state, "_atomic_write", disk_fills)
+    failed = cli("up", "--yes")
+    assert failed.exit_code == 1 and "example.errored.json" in failed.output
+    monkeypatch.setattr(exaprov.state, "_atomic_write", real_write)
+    lagging = json.loads(STATE.read_text())
+    vpc = tagged(ec2, "describe_vpcs", "Vpcs")
+    assert len(vpc) == 1
+
+    result = cli("state", "recover", "--yes", "--force")
+    assert result.exit_code == 0, result.output
+    recovered = json.loads(STATE.read_text())
+    assert recovered["resources"]["network.vpc"]["id"] == vpc[0]["VpcId"]
+    subnets = {s["SubnetId"] for s in tagged(ec2, "describe_subnets", "Subnets")}
+    assert subnets  # some were made before the disk filled...
+    recorded = {r["id"] for r in recovered["resources"].values() if r["kind"] == "ec2:subnet"}
+    assert recorded == subnets  # ...and now every one is recorded, those the lagging
+    assert {r["id"] for r in lagging["resources"].values()  # state missed or held as intents too
+            if r.get("kind") == "ec2:subnet" and r.get("status") == "created"} < subnets
+    assert all(r["status"] == "created" for r in recovered["resources"].values())
+
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
+    assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9  # SPEC §1: nine subnets, once each
