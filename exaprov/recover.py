@@ -19,7 +19,7 @@ readable state that records resources is replaced only with `force` (and copied 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exaprov import engine
@@ -40,7 +40,6 @@ class Recovery:
     damage: str | None = None  # why the previous state was unusable
     written: bool = False
     kept_aside: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def found(self) -> list[engine.Observed]:
@@ -79,7 +78,10 @@ def recover(deployment: Any, *, write: bool, force: bool,
     if previous is not None:  # the same deployment's history: keep its lineage and serial
         state.data["lineage"], state.data["serial"] = previous.lineage, previous.serial
     state.data["account_id"] = aws.account_id()
-    state.data["peers"] = find_peers(aws, cfg.name, peer_profiles or {})
+    # The profiles of cross-account peers are not in AWS: a readable state still knows them.
+    known = {vpc: spec["profile"] for vpc, spec in (previous.data.get("peers") or {}).items()
+             if isinstance(spec, dict) and spec.get("profile")} if previous is not None else {}
+    state.data["peers"] = find_peers(aws, cfg.name, {**known, **(peer_profiles or {})})
 
     # A dry-run writer: records land in `state` in memory; the store is written once, below.
     run = engine.Run(cfg, aws, StateWriter(store, state, dry_run=True), Mode.RECOVER, reporter)

@@ -233,3 +233,23 @@ def test_after_a_failed_state_write_recover_catches_the_state_up(
     assert cli("up", "--yes").exit_code == 0
     assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
     assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9  # SPEC §1: nine subnets, once each
+
+
+def test_a_peer_limited_to_some_route_tables_is_recovered_as_such(
+        small_stack: dict[str, Any], ec2: Any, calls: Any) -> None:
+    """`peer --route-table-ids` is kept in the state only: recovery reads it back from which
+    of the client's tables route through the peering."""
+    vpc, tables = client_vpc(ec2, "10.0.0.0/16")
+    assert len(tables) == 2
+    assert cli("peer", "--vpc-id", vpc, "--route-table-ids", tables[1]).exit_code == 0
+    original = json.loads(STATE.read_text())
+    assert original["peers"][vpc]["route_table_ids"] == [tables[1]]
+    STATE.unlink()
+
+    assert cli("state", "recover", "--yes").exit_code == 0
+    recovered = json.loads(STATE.read_text())
+    assert recovered["peers"] == original["peers"]
+    assert ids(recovered) == ids(original)
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert calls.mutating() == []  # the other client table is left alone, as before
