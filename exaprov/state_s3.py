@@ -8,9 +8,9 @@
 - the previous version stays recoverable: S3 keeps it when bucket versioning is
   Enabled, otherwise it is first copied to `<key>.backup`;
 - the lock is a separate object, `<key>.lock`, created with `IfNoneMatch="*"` (only one
-  creator can win) and deleted on release. Another machine's process cannot be probed,
-  so a lock left by a dead process is never detected as stale: `exaprov state unlock`
-  (`force_unlock`) removes it.
+  creator can win) and deleted on release. A holder on this host whose pid no longer
+  exists is reported as a stale lock; another machine's process cannot be probed. Either
+  way `exaprov state unlock` (`force_unlock`) removes it: never automatically.
 
 The caller builds the S3 client with the deployment's region, profile and endpoint.
 """
