@@ -24,11 +24,18 @@ from exaprov.errors import ExaprovError
 EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
+    # Path("") is ".": the error would name the current folder, not the flag.
+    if value is not None and str(value) in ("", "."):
+        raise click.BadParameter("an empty path; name the config file, e.g. exaprov.yaml")
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
-        click.option("--config", "config_path", type=click.Path(path_type=Path),
-                     default=Path("exaprov.yaml"), show_default=True,
+        click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                     default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
         click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
