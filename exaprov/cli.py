@@ -24,11 +24,18 @@ from exaprov.errors import ExaprovError
 EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
+    # Path("") is ".": the error would name the current folder, not the flag.
+    if value is not None and str(value) in ("", "."):
+        raise click.BadParameter("an empty path; name the config file, e.g. exaprov.yaml")
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
-        click.option("--config", "config_path", type=click.Path(path_type=Path),
-                     default=Path("exaprov.yaml"), show_default=True,
+        click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+                     default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
         click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
@@ -97,12 +104,19 @@ def _print_error(exc: ExaprovError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+_BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "botocore.awsrequest",
+                 "urllib3")
+
+
 def _setup_logging(verbose: bool, debug: bool) -> None:
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
-    if not debug:
-        logging.getLogger("botocore").setLevel(logging.WARNING)
+    logging.getLogger("botocore").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # These print request parameters, signed requests and response bodies: a PutSecretValue's
+    # SecretString, a CreateAccessKey's secret key. --debug logs each call by name instead.
+    for name in _BODY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
     if verbose or debug:
         # botocore logs each retry it makes (throttling, 5xx) at DEBUG on this logger.
         logging.getLogger("botocore.retries").setLevel(logging.DEBUG)
@@ -348,7 +362,7 @@ def config_schema() -> None:
 
 @main.group("state")
 def state_group() -> None:
-    """Move, unlock and inspect a deployment's state."""
+    """Move, unlock, recover and inspect a deployment's state."""
 
 
 @state_group.command("push")
@@ -374,6 +388,83 @@ def state_pull(source: str, **kw: Any) -> None:
     click.echo(f"State copied from {source} to {deployment.store.location}.", err=True)
 
 
+def _peer_profiles(ctx: Any, param: Any, values: tuple[str, ...]) -> dict[str, str]:
+    profiles = {}
+    for value in values:
+        vpc_id, sep, profile = value.partition("=")
+        if not sep or not profile or not re.fullmatch(r"vpc-[0-9a-f]{8,17}", vpc_id):
+            raise click.BadParameter(f"{value!r} is not VPC_ID=PROFILE (e.g. vpc-0abc12345678=client)")
+        profiles[vpc_id] = profile
+    return profiles
+
+
+@state_group.command("recover")
+@target_options
+@output_option("table", "json")
+@click.option("--yes", "-y", is_flag=True,
+              help="Write the rebuilt state (without it: a dry run that only shows what it found).")
+@click.option("--force", is_flag=True,
+              help="Replace a readable state that records resources (a copy is kept aside).")
+@click.option("--peer-profile", "peer_profiles", multiple=True, callback=_peer_profiles,
+              metavar="VPC_ID=PROFILE",
+              help="The AWS profile of a peered client VPC in another account (repeatable).")
+@handle_errors
+def state_recover(output: str, yes: bool, force: bool, peer_profiles: dict[str, str],
+                  **kw: Any) -> None:
+    """Rebuild a lost or damaged state from the tags of what exists in AWS.
+
+    Runs every step read-only and records what it finds by tag. Without --yes nothing
+    is written: it prints what it found and what is missing. With --yes it writes the
+    state; a damaged state file is first copied aside (`<name>.damaged-<time>`).
+    """
+    from exaprov import recover, render
+
+    deployment = _deployment(kw)
+    with render.ProgressReporter() as reporter:
+        recovery = deployment.recover(write=yes, force=force, peer_profiles=peer_profiles,
+                                      reporter=reporter)
+    if output == "json":
+        render.print_json(recover.as_json(recovery))
+    else:
+        _print_recovery(recovery)
+    if recovery.result.failed:
+        _exit_on_failure(recovery.result, "Nothing was written: fix the above, then recover again.")
+
+
+def _print_recovery(recovery: Any) -> None:
+    from rich.table import Table
+
+    from exaprov import render
+
+    table = Table(show_edge=False, pad_edge=False, title="Found by tag")
+    for col in ("resource", "kind", "id", "live"):
+        table.add_column(col, overflow="fold")
+    for row in recovery.found:
+        table.add_row(row.address, row.kind, row.live_id, row.live)
+    render.out.print(table)
+    for change in recovery.missing:
+        render.out.print(f"  missing {change.address}  [{change.kind}] (`up` creates it)",
+                         markup=False)
+    for change in recovery.drift:
+        render.out.print(f"  drift   {change.address}: {change.detail} (`up` fixes it)",
+                         markup=False)
+    peers = sorted(recovery.state.data.get("peers") or {})
+    summary = (f"{len(recovery.found)} resource(s) found, {len(recovery.missing)} missing, "
+               f"{len(peers)} peer(s){': ' + ', '.join(peers) if peers else ''}.")
+    click.echo(summary, err=True)
+    if recovery.damage:
+        click.echo(f"The current state is damaged: {recovery.damage}", err=True)
+    elif recovery.previous.startswith("records") and not recovery.written:
+        click.echo(f"The current state {recovery.previous}: --yes --force replaces it (a copy is "
+                   "kept aside).", err=True)
+    if recovery.written:
+        aside = f" (the previous one is kept in {recovery.kept_aside})" if recovery.kept_aside else ""
+        click.echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.", err=True)
+    elif not recovery.result.failed:
+        click.echo(f"Dry run: nothing written. `exaprov state recover --yes` writes "
+                   f"{recovery.location}.", err=True)
+
+
 @state_group.command("unlock")
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -385,8 +476,9 @@ def state_unlock(yes: bool, **kw: Any) -> None:
     if holder is None:
         click.echo("No lock is held.", err=True)
         return
-    described = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')} "
-                 f"({holder.get('command')})")
+    from exaprov.state import describe_holder
+
+    described = describe_holder(holder)
     if not yes and not _confirm(f"Clear the lock of {described}?"):
         sys.exit(EXIT_INPUT)
     deployment.force_unlock()

@@ -24,6 +24,7 @@ from exaprov.state import (
     StateWriter,
     command_line,
     default_state_path,
+    describe_holder,
 )
 from exaprov.timing import CancelToken
 
@@ -98,8 +99,12 @@ class Deployment:
 
     def read_state(self) -> State | None:
         state = self.store.read()
-        if state is None:
-            return None
+        if state is not None:
+            self.check_identity(state)
+        return state
+
+    def check_identity(self, state: State) -> None:
+        """The state belongs to this config's deployment and region."""
         where = self.store.location
         if state.data["deployment"] != self.cfg.name:
             raise StateError(f"{where} belongs to deployment {state.data['deployment']!r}, "
@@ -109,7 +114,6 @@ class Deployment:
             raise StateError(f"{where} is for region {state.data['region']}, the config "
                              f"(or --region) says {self.cfg.region}",
                              hint="a deployment cannot move region; use the right --region")
-        return state
 
     def check_account(self, state: State, writer: StateWriter | None) -> None:
         account = self.aws.account_id()
@@ -125,9 +129,10 @@ class Deployment:
     def locked(self) -> Iterator[None]:
         with self.store.lock(command_line()) as stale:
             if stale:
-                log.warning("the previous holder of the lock (pid %s on %s, %s) ended without "
-                            "releasing it; continuing", stale.get("pid"), stale.get("host"),
-                            stale.get("command"))
+                log.warning("the previous holder of the lock, %s, ended without releasing it "
+                            "(killed or crashed); the kernel freed the lock, so this run continues "
+                            "from the state it saved. `exaprov state unlock` clears such a "
+                            "record without running anything.", describe_holder(stale))
             yield
 
     # -- commands ------------------------------------------------------------------
@@ -231,6 +236,15 @@ class Deployment:
             if existing is not None:
                 copy.data["serial"] = max(copy.serial, existing.serial)
             target.write(copy)
+
+    def recover(self, write: bool, force: bool = False, peer_profiles: dict[str, str] | None = None,
+                reporter: engine.Reporter | None = None) -> Any:
+        """`state recover`: rebuild the state from what the tags find (written only if `write`)."""
+        from exaprov import recover
+
+        with self.locked() if write else contextlib.nullcontext():
+            return recover.recover(self, write=write, force=force, peer_profiles=peer_profiles,
+                                   reporter=reporter)
 
     def lock_holder(self) -> dict[str, Any] | None:
         return self.store.lock_holder()

@@ -3,7 +3,8 @@
 A step is a small record — name, the steps it requires, `ensure` and `destroy`.
 `ensure` is written once and serves three commands: in APPLY mode (`up`) it
 creates and repairs; in PLAN mode (`plan`, `status`) every mutation becomes a
-recorded Change instead, so what `plan` shows is exactly what `up` would do.
+recorded Change instead, so what `plan` shows is exactly what `up` would do. RECOVER
+mode (`state recover`) is PLAN whose finds are recorded: a state rebuilt from tags.
 Steps return their outputs; the engine's StateWriter is the only writer of state.
 
 `up` starts each step as soon as the steps it requires are done. A failed step
@@ -49,6 +50,9 @@ ENV_CRASH_AT = "EXAPROV_CRASH_AT"
 class Mode(Enum):
     APPLY = "apply"
     PLAN = "plan"
+    # `state recover`: a plan (nothing in AWS changes) whose finds are recorded, so the
+    # state can be rebuilt from what the steps find by tag.
+    RECOVER = "recover"
 
 
 @dataclass
@@ -206,7 +210,13 @@ class StepContext:
 
     @property
     def planning(self) -> bool:
-        return self.run.mode is Mode.PLAN
+        """No change to AWS: creates, updates and deletes only become planned changes."""
+        return self.run.mode is not Mode.APPLY
+
+    @property
+    def recording(self) -> bool:
+        """What is found goes into the state (APPLY, and RECOVER rebuilding it)."""
+        return self.run.mode is not Mode.PLAN
 
     def address(self, logical: str) -> str:
         return f"{self.step}.{logical}"
@@ -246,7 +256,7 @@ class StepContext:
             row.drift.append("not in state: found by its tags (up adopts it)")
         elif recorded != resource_id:
             row.drift.append(f"state records {recorded}, AWS has {resource_id} (up adopts it)")
-        if not self.planning:
+        if self.recording:
             self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
         return resource_id
 
@@ -496,7 +506,7 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
         result = step.ensure(StepContext(run, step, upstream))
         with outputs_mutex:
             outputs[name] = result
-        if run.mode is Mode.APPLY:
+        if run.mode is Mode.APPLY or (run.mode is Mode.RECOVER and not _has_unknown(result)):
             run.writer.set_outputs(name, result)
 
     graph = {s.name: {r for r in s.requires if r in by_name and r not in removed_names}
@@ -507,6 +517,15 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
             if required in removed_names:
                 graph.setdefault(required, set()).add(s.name)
     return _walk(graph, work, run)
+
+
+def _has_unknown(value: Any) -> bool:
+    """Outputs naming a resource that does not exist yet (a recovered state leaves them out)."""
+    if isinstance(value, dict):
+        return any(_has_unknown(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_unknown(v) for v in value)
+    return is_unknown(value)
 
 
 def destroy(steps: Sequence[Step], run: Run) -> RunResult:

@@ -43,6 +43,20 @@ def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+class DamagedStateError(StateError):
+    """The state is there but unusable (empty, not JSON, not an exaprov state):
+    `exaprov state recover` may set it aside and rebuild it."""
+
+
+class NewerStateError(StateError):
+    """The state was written by a newer exaprov: nothing here may read it, or replace it."""
+
+
+def stamp() -> str:
+    """A timestamp for file names: `20261125T101500Z`."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 class State:
     """One deployment's state document."""
 
@@ -68,12 +82,12 @@ class State:
         try:
             data = json.loads(text)
         except ValueError as exc:
-            raise StateError(f"{where}: not valid JSON ({exc})") from None
+            raise DamagedStateError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(data, dict):
-            raise StateError(f"{where}: not an exaprov state (top level is not an object)")
+            raise DamagedStateError(f"{where}: not an exaprov state (top level is not an object)")
         version = data.get("format_version")
         if isinstance(version, int) and version > FORMAT_VERSION:
-            raise StateError(
+            raise NewerStateError(
                 f"{where}: written by a newer exaprov (state format {version}, this exaprov "
                 f"reads up to {FORMAT_VERSION} — exaprov {__version__})",
                 hint="upgrade exaprov rather than let an older one guess")
@@ -81,7 +95,7 @@ class State:
                     "region": str, "resources": dict, "outputs": dict}
         for key, typ in required.items():
             if not isinstance(data.get(key), typ):
-                raise StateError(f"{where}: not an exaprov state ({key!r} missing or not "
+                raise DamagedStateError(f"{where}: not an exaprov state ({key!r} missing or not "
                                  f"a {typ.__name__})")
         return cls(data)
 
@@ -153,7 +167,7 @@ class LocalStateStore:
         backup = (f"; the previous version is in {self.backup_path}"
                   if self.backup_path.exists() else "; there is no backup")
         if not text.strip():
-            raise StateError(f"{self.path}: the state file is empty (truncated?){backup}",
+            raise DamagedStateError(f"{self.path}: the state file is empty (truncated?){backup}",
                              hint="restore the backup, or run `exaprov state recover` "
                                   "to rebuild it from tags")
         try:
@@ -192,6 +206,13 @@ class LocalStateStore:
     def _write_errored(self, text: str) -> None:
         with contextlib.suppress(OSError):
             _atomic_write(self.errored_path, text)
+
+    def keep_aside(self, why: str) -> str:
+        """Copy the state file, as it is, to `<name>.<why>-<timestamp>` (0600) before it is
+        replaced; returns where. The copy is never touched again."""
+        aside = self.path.with_name(f"{self.path.name}.{why}-{stamp()}")
+        _atomic_write(aside, self.path.read_bytes())
+        return str(aside)
 
     def lock_holder(self) -> dict[str, Any] | None:
         return _lock_holder(self)
@@ -262,6 +283,28 @@ def _read_info(fd: int) -> dict[str, Any]:
     return info if isinstance(info, dict) else {}
 
 
+def process_gone(info: dict[str, Any]) -> bool:
+    """True if the lock info names a process on this host that no longer runs. A process on
+    another host cannot be probed: never called gone."""
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists, but someone else's (EPERM)
+    return False
+
+
+def describe_holder(info: dict[str, Any]) -> str:
+    """`pid 4242 on host since ... (running: exaprov up)`, plus whether it is gone."""
+    text = (f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} "
+            f"(running: {info.get('command')})")
+    return text + (" — that process no longer exists" if process_gone(info) else "")
+
+
 def _held_message(location: str, info: dict[str, Any]) -> str:
     if not info:
         return f"{location} is locked by another exaprov process"
@@ -287,13 +330,13 @@ def write_private(path: Path, text: str) -> None:
     _atomic_write(Path(path), text)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str | bytes) -> None:
     """Temp file in the same folder, fsync, rename over, fsync the folder."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o600)  # mkstemp already creates 0600; fchmod defends against odd umasks
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode() if isinstance(text, str) else text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -8,9 +8,9 @@
 - the previous version stays recoverable: S3 keeps it when bucket versioning is
   Enabled, otherwise it is first copied to `<key>.backup`;
 - the lock is a separate object, `<key>.lock`, created with `IfNoneMatch="*"` (only one
-  creator can win) and deleted on release. Another machine's process cannot be probed,
-  so a lock left by a dead process is never detected as stale: `exaprov state unlock`
-  (`force_unlock`) removes it.
+  creator can win) and deleted on release. A holder on this host whose pid no longer
+  exists is reported as a stale lock; another machine's process cannot be probed. Either
+  way `exaprov state unlock` (`force_unlock`) removes it: never automatically.
 
 The caller builds the S3 client with the deployment's region, profile and endpoint.
 """
@@ -32,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from exaprov import __version__
 from exaprov.errors import ExaprovError, InputError, LockedError, StateError, error_code
-from exaprov.state import State, write_private
+from exaprov.state import DamagedStateError, State, process_gone, stamp, write_private
 
 SSE = "AES256"
 CONTENT_TYPE = "application/json"
@@ -146,8 +146,8 @@ class S3StateStore:
             text = None
         if text is None or not text.strip():
             what = "not UTF-8 text" if text is None else "the state object is empty (truncated?)"
-            raise StateError(f"{self.location}: {what}{self._previous_version_note()}",
-                             hint=self._restore_hint())
+            raise DamagedStateError(f"{self.location}: {what}{self._previous_version_note()}",
+                                    hint=self._restore_hint())
         try:
             state = State.parse(text, self.location)
         except StateError as exc:
@@ -185,6 +185,22 @@ class S3StateStore:
         return self._versioning
 
     # -- writing --------------------------------------------------------------------------
+
+    def keep_aside(self, why: str) -> str:
+        """Copy the state object, as it is, to `<key>.<why>-<timestamp>` before it is replaced,
+        and make the next write replace exactly that object (even a damaged one)."""
+        try:
+            etag = self.client.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+            aside = f"{self.key}.{why}-{stamp()}"
+            self.client.copy_object(Bucket=self.bucket, Key=aside,
+                                    CopySource={"Bucket": self.bucket, "Key": self.key},
+                                    CopySourceIfMatch=etag, ServerSideEncryption=SSE,
+                                    MetadataDirective="COPY")
+        except (ClientError, BotoCoreError) as exc:
+            raise ExaprovError(f"{self.location}: could not keep a copy of the state before "
+                               f"replacing it ({_describe(exc)}); nothing was written") from None
+        self._etag = etag
+        return f"s3://{self.bucket}/{aside}"
 
     def write(self, state: State) -> None:
         if self._lineage is not None and state.lineage != self._lineage:
@@ -351,6 +367,11 @@ class S3StateStore:
                        f"(running: {info.get('command')})")
         else:
             message = f"{self.location} is locked by another exaprov process"
+        if info and process_gone(info):
+            return LockedError(message + f"; pid {info.get('pid')} no longer exists on this host, "
+                               "so the lock is stale (that run died without releasing it)",
+                               hint="check nobody else runs exaprov on this deployment, then "
+                                    "clear it with `exaprov state unlock` and run the command again")
         return LockedError(message, hint="wait for it to finish; if that process is gone (a stale "
                                          "lock), remove the lock with `exaprov state unlock`")
 

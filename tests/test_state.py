@@ -344,3 +344,62 @@ def test_missing_parent_folders_are_created_private(tmp_path: Path) -> None:
         os.umask(old)
     for folder in (tmp_path / "a", tmp_path / "a" / "b"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+# -- a dead holder, reported (F10) -------------------------------------------------------
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has just ended (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_the_next_command_names_a_dead_holder_and_goes_on(workdir: Path, aws: None) -> None:
+    from tests.conftest import cli
+
+    state = workdir / "state" / "example.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    holder = subprocess.run([sys.executable, "-c", STALE_HOLDER, str(state)], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert holder.returncode == 9, holder.stderr
+    pid = int(holder.stdout.strip())
+
+    result = cli("destroy", "--yes")  # with nothing deployed: a quick walk of every step
+    assert result.exit_code == 0, result.output
+    assert f"pid {pid} on {socket.gethostname()}" in result.output
+    assert "(running: exaprov up)" in result.output
+    assert "that process no longer exists" in result.output
+    assert "exaprov state unlock" in result.output
+    assert (state.parent / "example.json.lock").read_text() == ""  # released cleanly this time
+
+
+def test_the_holder_liveness_is_only_judged_on_this_host() -> None:
+    from exaprov.state import process_gone
+
+    here = socket.gethostname()
+    assert process_gone({"pid": _dead_pid(), "host": here}) is True
+    assert process_gone({"pid": os.getpid(), "host": here}) is False
+    assert process_gone({"pid": _dead_pid(), "host": here + "-elsewhere"}) is False  # cannot tell
+    assert process_gone({"pid": "x", "host": here}) is False
+    assert process_gone({}) is False
+
+
+def test_an_s3_lock_of_a_dead_process_on_this_host_is_called_stale(aws: None) -> None:
+    import boto3
+
+    from exaprov.state_s3 import S3StateStore
+
+    s3 = boto3.client("s3", region_name="us-west-1")
+    s3.create_bucket(Bucket="team-state", CreateBucketConfiguration={"LocationConstraint": "us-west-1"})
+    store = S3StateStore("s3://team-state/example.json", s3)
+    for pid, stale in ((_dead_pid(), True), (os.getpid(), False)):
+        s3.put_object(Bucket="team-state", Key="example.json.lock", Body=json.dumps(
+            {"host": socket.gethostname(), "pid": pid, "command": "exaprov up",
+             "since": "2026-11-25T10:00:00+00:00"}).encode())
+        with pytest.raises(LockedError) as caught, store.lock("exaprov destroy"):
+            pytest.fail("a held lock was taken")
+        assert f"pid {pid}" in caught.value.message
+        assert ("no longer exists on this host" in caught.value.message) is stale
+        assert "exaprov state unlock" in (caught.value.hint or "")

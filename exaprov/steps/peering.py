@@ -183,7 +183,7 @@ def ensure_peer(ctx: StepContext, live: list[dict[str, Any]], net: dict[str, Any
     description = f"{RULE_PREFIX} {peer.vpc_id}"
     rules = {Rule("ingress", "tcp", 0, 65535, cidr, description) for cidr in peer.cidrs}
     ensure_rules(ctx, f"sg-rule:{peer.vpc_id}", node_sg, rules, exclusive=False)
-    if not ctx.planning:
+    if ctx.recording:
         ctx.run.writer.record(ctx.address(f"sg-rule:{peer.vpc_id}"), kind=KIND_RULE, id=node_sg,
                               cidrs=peer.cidrs)
     return {"pcx_id": pcx_id, "cidrs": peer.cidrs}
