@@ -102,10 +102,8 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
     if not debug:
+        # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws instead.
         logging.getLogger("botocore").setLevel(logging.WARNING)
-    if verbose or debug:
-        # botocore logs each retry it makes (throttling, 5xx) at DEBUG on this logger.
-        logging.getLogger("botocore.retries").setLevel(logging.DEBUG)
 
 
 def _deployment(kw: dict[str, Any]) -> Any:
