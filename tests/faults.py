@@ -61,6 +61,7 @@ SERVER_ERRORS = {"ec2": [("InternalError", 500), ("Unavailable", 503)],
                  "s3": [("InternalError", 500), ("ServiceUnavailable", 503)]}
 DEFAULT_SERVER_ERRORS = [("InternalFailure", 500), ("ServiceUnavailable", 503)]
 DROPPED = "ConnectionClosed"  # the connection closed before any answer (no HTTP status)
+NOT_LISTED = "NotListedYet"  # a describe by an ID filter left the new resource out
 
 # EC2 creates, and the response element holding the new resource's ID.
 EC2_CREATES = {"CreateVpc": "vpcId", "CreateSubnet": "subnetId", "CreateSecurityGroup": "groupId",
@@ -75,6 +76,9 @@ EC2_NOT_FOUND = {"vpc-": "InvalidVpcID.NotFound", "subnet-": "InvalidSubnetID.No
                  "eipalloc-": "InvalidAllocationID.NotFound",
                  "pcx-": "InvalidVpcPeeringConnectionID.NotFound",
                  "lt-": "InvalidLaunchTemplateId.NotFound"}
+# ...except where a route names the NAT gateway (as the Terraform AWS provider retries it).
+EC2_NOT_FOUND_BY_OPERATION = {("CreateRoute", "nat-"): "InvalidNatGatewayID.NotFound",
+                              ("ReplaceRoute", "nat-"): "InvalidNatGatewayID.NotFound"}
 
 
 class SimulatedCrash(BaseException):
@@ -113,7 +117,8 @@ class Faults:
         self._delays: list[tuple[float, set[str] | None]] = []
         # New ID -> calls naming it still to refuse (-1: forever); None: fault not asked for.
         self._fresh_times: int | None = None
-        self._fresh: dict[str, int] = {}  # EC2 IDs
+        self._fresh: dict[str, dict[str, int]] = {}  # EC2 ID -> operation -> calls left
+        self._fresh_operations: set[str] | None = None
         self._role_times: int | None = None
         self._fresh_roles: dict[str, int] = {}  # IAM role ARNs, for EKS
         self._crash_point: str | None = None
@@ -140,11 +145,16 @@ class Faults:
         """Hold each answer (of `operations`, or every one) for `seconds` of real time."""
         self._delays.append((seconds, set(operations) if operations is not None else None))
 
-    def not_found_after_create(self, times: int | None = 2) -> None:
-        """EC2 eventual consistency: an ID a create returned is unknown for the next `times`
-        calls naming it (None: never known). Calls naming it as a parameter get its
-        `Invalid*.NotFound`; describes naming it only in a filter just do not list it."""
+    def not_found_after_create(self, times: int | None = 2,
+                               operations: Iterable[str] | None = None) -> None:
+        """EC2 eventual consistency: an ID a create returned is unknown to the next `times`
+        calls of each operation naming it (None: never known), so that every call site meets
+        it. Calls naming it as a parameter get its `Invalid*.NotFound`; describes naming it
+        only in a filter just do not list it. IDs inside a launch template's data are not
+        checked (EC2 checks them at launch, not when the template is made). `operations`:
+        only these meet it (the others know every ID at once)."""
         self._fresh_times = -1 if times is None else times
+        self._fresh_operations = set(operations) if operations is not None else None
 
     def role_not_assumable(self, times: int | None = 2) -> None:
         """IAM eventual consistency: a role created in this run cannot be assumed by EKS for
@@ -228,9 +238,11 @@ class Faults:
                        request: Any) -> tuple[str, int, str] | None:
         if service == "ec2" and self._fresh:
             for key, value in parse_qsl(_body(request)):
-                if value in self._fresh and self._fresh[value] != 0 and not key.startswith("Filter."):
-                    self._fresh[value] -= 1
-                    code = next(c for p, c in EC2_NOT_FOUND.items() if value.startswith(p))
+                if key.startswith(("Filter.", "LaunchTemplateData.")) or value not in self._fresh:
+                    continue
+                if self._take_fresh(value, operation):
+                    prefix = next(p for p in EC2_NOT_FOUND if value.startswith(p))
+                    code = EC2_NOT_FOUND_BY_OPERATION.get((operation, prefix), EC2_NOT_FOUND[prefix])
                     return code, 400, f"The ID '{value}' does not exist"
         if service == "eks" and operation in ("CreateCluster", "CreateNodegroup") and self._fresh_roles:
             params = json.loads(_body(request) or "{}")
@@ -248,20 +260,29 @@ class Faults:
             found = re.search(rf"<{EC2_CREATES[operation]}>([^<]+)<", _text(response))
             if found:
                 with self._mutex:
-                    self._fresh[found.group(1)] = self._fresh_times
+                    self._fresh[found.group(1)] = {}
         elif service == "ec2" and self._fresh and operation.startswith("Describe"):
             filtered = {v for k, v in parse_qsl(_body(request)) if k.startswith("Filter.")}
             with self._mutex:
-                unknown = {i for i in filtered if self._fresh.get(i, 0) != 0}
-                for fresh_id in unknown:
-                    self._fresh[fresh_id] -= 1
+                unknown = {i for i in filtered & set(self._fresh) if self._take_fresh(i, operation)}
             if unknown:
                 _hide(response, unknown)
+                self.refused.append(Refusal(service, operation, NOT_LISTED))
         if service == "iam" and operation == "CreateRole" and self._role_times is not None:
             found = re.search(r"<Arn>([^<]+)<", _text(response))
             if found:
                 with self._mutex:
                     self._fresh_roles[found.group(1)] = self._role_times
+
+    def _take_fresh(self, fresh_id: str, operation: str) -> bool:
+        """True (and one fewer left) while `operation` should not know `fresh_id` yet."""
+        if self._fresh_operations is not None and operation not in self._fresh_operations:
+            return False
+        left = self._fresh[fresh_id].setdefault(operation, self._fresh_times or 0)
+        if left == 0:
+            return False
+        self._fresh[fresh_id][operation] = left - 1
+        return True
 
     def _crash(self, point: str) -> None:
         self.crashed = True
