@@ -128,13 +128,15 @@ class ScaledRetries:
         delay = self._needs_retry(**kwargs)
         attempt, operation = kwargs["attempts"], kwargs["operation"].name
         problem = _problem(kwargs.get("response"), kwargs.get("caught_exception"))
-        if delay:  # a number of seconds (None: no retry; False: botocore already slept)
-            delay *= time_scale()
-            log.info("%s %s: %s, retrying (attempt %d of %d) in %.3gs", self._service, operation,
-                     problem, attempt + 1, self._max_attempts, delay)
-        elif problem and _gave_up(kwargs.get("response")):
-            log.info("%s %s: %s on all %d attempts, giving up", self._service, operation,
-                     problem, attempt)
+        if delay is None or delay is False:  # no retry (False: botocore already slept)
+            if problem and (_gave_up(kwargs.get("response")) or (
+                    kwargs.get("caught_exception") is not None and attempt >= self._max_attempts)):
+                log.info("%s %s: %s on all %d attempts, giving up", self._service, operation,
+                         problem, attempt)
+            return delay
+        delay *= time_scale()
+        log.info("%s %s: %s, retrying (attempt %d of %d) in %.3gs", self._service, operation,
+                 problem, attempt + 1, self._max_attempts, delay)
         return delay
 
 

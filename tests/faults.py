@@ -16,6 +16,7 @@ Use the `faults` fixture (`from tests.faults import faults_fixture  # noqa: F401
     faults.refuse("DeleteVpc", "DependencyViolation")             # every one (never clears)
     faults.not_found_after_create(times=2)   # EC2 IDs unknown for 2 calls naming them
     faults.role_not_assumable(times=2)       # a new IAM role is not yet usable by EKS
+    faults.lose_response("CreateVpc")        # done by AWS, answer lost: botocore retries
     faults.delay(0.5, operations={"DescribeNatGateways"})  # slow answers
     faults.crash_at("after_create:network.vpc")  # or "after:CreateVpc": the process "dies"
     faults.refused  # every refused attempt: Refusal(service, operation, code)
@@ -62,6 +63,7 @@ SERVER_ERRORS = {"ec2": [("InternalError", 500), ("Unavailable", 503)],
 DEFAULT_SERVER_ERRORS = [("InternalFailure", 500), ("ServiceUnavailable", 503)]
 DROPPED = "ConnectionClosed"  # the connection closed before any answer (no HTTP status)
 NOT_LISTED = "NotListedYet"  # a describe by an ID filter left the new resource out
+LOST = "ResponseLost"  # carried out, but the answer never arrived
 
 # EC2 creates, and the response element holding the new resource's ID.
 EC2_CREATES = {"CreateVpc": "vpcId", "CreateSubnet": "subnetId", "CreateSecurityGroup": "groupId",
@@ -121,6 +123,7 @@ class Faults:
         self._fresh_operations: set[str] | None = None
         self._role_times: int | None = None
         self._fresh_roles: dict[str, int] = {}  # IAM role ARNs, for EKS
+        self._lost: dict[str, int] = {}  # operation -> answers still to lose
         self._crash_point: str | None = None
         self.crashed = False
 
@@ -140,6 +143,11 @@ class Faults:
         """Answer the next `times` calls of `operation` (every call if None) with `code`."""
         self._rules.append(_Rule(operation, code, status, times,
                                  message or f"injected {code}"))
+
+    def lose_response(self, operation: str, times: int = 1) -> None:
+        """F3: AWS carries out the next `times` calls of `operation`, but the connection
+        drops before the answer arrives (botocore sees ConnectionClosedError and retries)."""
+        self._lost[operation] = times
 
     def delay(self, seconds: float, operations: Iterable[str] | None = None) -> None:
         """Hold each answer (of `operations`, or every one) for `seconds` of real time."""
@@ -168,7 +176,7 @@ class Faults:
 
     def clear(self) -> None:
         """No more faults from here on (what was refused stays counted)."""
-        self._share, self._rules, self._delays = 0.0, [], []
+        self._share, self._rules, self._delays, self._lost = 0.0, [], [], {}
         self._fresh_times = self._role_times = None
         self._fresh.clear()
         self._fresh_roles.clear()
@@ -208,6 +216,13 @@ class Faults:
         response = moto()
         if response is not None and response.status_code < 300:
             self._after_success(service, operation, request, response)
+            with self._mutex:
+                lose = self._lost.get(operation, 0) > 0
+                if lose:
+                    self._lost[operation] -= 1
+            if lose:
+                self.refused.append(Refusal(service, operation, LOST))
+                raise ConnectionClosedError(endpoint_url=request.url)
         if self._crash_point == f"after:{operation}":
             self._crash(self._crash_point)
         return response
