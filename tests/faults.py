@@ -16,6 +16,7 @@ Use the `faults` fixture (`from tests.faults import faults_fixture  # noqa: F401
     faults.refuse("DeleteVpc", "DependencyViolation")             # every one (never clears)
     faults.not_found_after_create(times=2)   # EC2 IDs unknown for 2 calls naming them
     faults.role_not_assumable(times=2)       # a new IAM role is not yet usable by EKS
+    faults.principal_not_known(times=2)      # ...nor by S3 as a bucket policy principal
     faults.lose_response("CreateVpc")        # done by AWS, answer lost: botocore retries
     faults.delay(0.5, operations={"DescribeNatGateways"})  # slow answers
     faults.crash_at("after_create:network.vpc")  # or "after:CreateVpc": the process "dies"
@@ -123,6 +124,8 @@ class Faults:
         self._fresh_operations: set[str] | None = None
         self._role_times: int | None = None
         self._fresh_roles: dict[str, int] = {}  # IAM role ARNs, for EKS
+        self._principal_times: int | None = None
+        self._fresh_principals: dict[str, int] = {}  # IAM user/role ARNs, for S3 policies
         self._lost: dict[str, int] = {}  # operation -> answers still to lose
         self._crash_point: str | None = None
         self.crashed = False
@@ -169,6 +172,12 @@ class Faults:
         the next `times` CreateCluster/CreateNodegroup calls naming it (None: never)."""
         self._role_times = -1 if times is None else times
 
+    def principal_not_known(self, times: int | None = 2) -> None:
+        """IAM eventual consistency: S3 does not yet accept a user or role created in this
+        run as a bucket policy principal for the next `times` PutBucketPolicy calls naming it
+        (None: never); S3 answers MalformedPolicy "Invalid principal in policy"."""
+        self._principal_times = -1 if times is None else times
+
     def crash_at(self, point: str) -> None:
         """Die at an engine checkpoint (`before_create:<address>`, `after_create:<address>`)
         or right after moto carried out an operation (`after:<Operation>`)."""
@@ -177,9 +186,10 @@ class Faults:
     def clear(self) -> None:
         """No more faults from here on (what was refused stays counted)."""
         self._share, self._rules, self._delays, self._lost = 0.0, [], [], {}
-        self._fresh_times = self._role_times = None
+        self._fresh_times = self._role_times = self._principal_times = None
         self._fresh.clear()
         self._fresh_roles.clear()
+        self._fresh_principals.clear()
 
     def restart(self) -> None:
         """The next process: AWS answers again and state writes land."""
@@ -267,6 +277,12 @@ class Faults:
                 return ("InvalidParameterException", 400,
                         f"Role with arn: {role}, could not be assumed because it does not exist "
                         "or the trusted entity is not correct")
+        if service == "s3" and operation == "PutBucketPolicy" and self._fresh_principals:
+            body = _body(request)
+            named = [arn for arn, left in self._fresh_principals.items() if left != 0 and arn in body]
+            if named:
+                self._fresh_principals[named[0]] -= 1
+                return "MalformedPolicy", 400, "Invalid principal in policy"
         return None
 
     def _after_success(self, service: str, operation: str, request: Any,
@@ -283,11 +299,13 @@ class Faults:
             if unknown:
                 _hide(response, unknown)
                 self.refused.append(Refusal(service, operation, NOT_LISTED))
-        if service == "iam" and operation == "CreateRole" and self._role_times is not None:
+        if service == "iam" and operation in ("CreateRole", "CreateUser"):
             found = re.search(r"<Arn>([^<]+)<", _text(response))
-            if found:
-                with self._mutex:
+            with self._mutex:
+                if found and self._role_times is not None and operation == "CreateRole":
                     self._fresh_roles[found.group(1)] = self._role_times
+                if found and self._principal_times is not None:
+                    self._fresh_principals[found.group(1)] = self._principal_times
 
     def _take_fresh(self, fresh_id: str, operation: str) -> bool:
         """True (and one fewer left) while `operation` should not know `fresh_id` yet."""

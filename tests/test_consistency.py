@@ -3,10 +3,11 @@ bound scaled by EXAPROV_TIME_SCALE; past the bound the error names the resource 
 do, and the state still matches AWS, so the next run finishes.
 
 Real AWS behaviour stood for: EC2 does not know a new ID everywhere at once (calls naming it
-answer `Invalid*.NotFound`; describes filtered by it leave it out), a new IAM role cannot be
+answer `Invalid*.NotFound`; describes filtered by it leave it out); a new IAM role cannot be
 assumed by EKS for a few seconds (CreateCluster/CreateNodegroup answer
-InvalidParameterException), and the ENIs of deleted NAT gateways, load balancers and nodes
-linger for minutes, so deleting what they sit in answers `DependencyViolation`.
+InvalidParameterException), nor a new user be named in a bucket policy (MalformedPolicy); the
+ENIs of deleted NAT gateways, load balancers and nodes linger for minutes, so deleting what
+they sit in answers `DependencyViolation`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import json
 import re
 from pathlib import Path
 
+import boto3
 import pytest
 
 from exaprov.errors import AwsError, WaitTimeout
+from exaprov.steps.backend_storage import BACKEND_USER, BUCKET
 from exaprov.steps.cluster import CLUSTER
 from exaprov.steps.cluster_support import KMS, LOGS
 from exaprov.steps.iam import IAM
@@ -45,6 +48,7 @@ def test_new_ids_are_waited_for_across_the_full_stack(
     assert cli("init", "--example", "full", "--force").exit_code == 0
     faults.not_found_after_create(times=2)
     faults.role_not_assumable(times=2)
+    faults.principal_not_known(times=2)
     result = cli("up", "--yes")
     assert result.exit_code == 0, result.output
     met = {(r.operation, r.code) for r in faults.refused}
@@ -59,7 +63,8 @@ def test_new_ids_are_waited_for_across_the_full_stack(
             ("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound"),
             ("DescribeRouteTables", NOT_LISTED),
             ("CreateCluster", "InvalidParameterException"),
-            ("CreateNodegroup", "InvalidParameterException")} <= met, met
+            ("CreateNodegroup", "InvalidParameterException"),
+            ("PutBucketPolicy", "MalformedPolicy")} <= met, met
     held = inventory()
     assert held == recorded(STATE)
     assert [len(held[k]) for k in ("ec2:vpc", "ec2:subnet", "ec2:natgateway", "eks:cluster")] \
@@ -183,3 +188,27 @@ def test_a_dependency_that_never_clears_is_reported_and_the_next_destroy_finishe
     faults.clear()
     stack.destroy()
     assert inventory() == {} and stack.state().resources == {}
+
+
+def test_a_principal_s3_never_accepts_is_reported_and_the_next_up_finishes(
+        tmp_path: Path, aws: None, faults: Faults) -> None:
+    """IAM propagation past the bound, for S3: the bucket step names the bucket policy and the
+    user; the bucket and the user stay recorded; the next `up` puts the policy."""
+    stack = Stack(tmp_path, [BACKEND_USER, BUCKET])
+    faults.principal_not_known(times=None)
+    with pytest.raises(AwsError) as raised:
+        stack.up()
+    assert (raised.value.step, raised.value.operation, raised.value.code) == (
+        "bucket", "PutBucketPolicy", "MalformedPolicy")
+    assert "(bucket policy); the backend IAM user is not yet known to S3" in raised.value.message
+    records = stack.state().resources
+    assert records["bucket.bucket"]["status"] == "created"
+    assert inventory() == recorded(stack.store.path)
+
+    faults.clear()
+    stack.up()
+    bucket = stack.state().resources["bucket.bucket"]["id"]
+    user = stack.state().resources["backend-user.user"]["id"]
+    policy = boto3.client("s3").get_bucket_policy(Bucket=bucket)["Policy"]
+    assert user in policy
+    assert inventory() == recorded(stack.store.path)
