@@ -164,7 +164,8 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
     """F25 for `destroy`: a NAT gateway stays `deleting` for a minute on AWS; Ctrl-C while
     exaprov waits keeps it recorded as deleting, saves the state, exits 130 with one line
     saying to run `destroy` again; that run finishes."""
-    write_config({"name": "example", "module_repo_backend": None})
+    write_config({"name": "example", "module_repo_backend": None, "cluster": {"runner_pools": [
+        {"suffix": "cpu", "node_instance_type": "m5.xlarge", "min_size": 0, "max_size": 1}]}})
     assert cli("up", "--yes").exit_code == 0
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")  # a 6 s bound: the wait outlasts the signal
     interrupted = []
