@@ -36,6 +36,7 @@ class Aws:
     def __init__(self, region: str, profile: str | None = None,
                  endpoint_url: str | None = None,
                  credentials: Mapping[str, str] | None = None) -> None:
+        time_scale()  # scales every backoff: a bad EXAPROV_TIME_SCALE stops us before any call
         self.region = region
         self.endpoint_url = endpoint_url
         self._profile = profile

@@ -126,3 +126,12 @@ def test_unpinned_backoff_stays_under_the_scaled_cap(
     iam: Any = Aws(REGION).client("iam")
     assert iam.list_roles()["ResponseMetadata"]["RetryAttempts"] == 6
     assert len(slept) == 6 and all(0 <= s <= 20 * 0.001 for s in slept)
+
+
+def test_a_bad_time_scale_is_refused_before_any_call(
+        workdir: Path, aws: None, calls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXAPROV_TIME_SCALE", "fast")
+    result = cli("up", "--yes")
+    assert result.exit_code == 2
+    assert "EXAPROV_TIME_SCALE: must be a number above 0 (got 'fast')" in result.output
+    assert calls.calls == []
