@@ -14,7 +14,7 @@ Use the `faults` fixture (`from tests.faults import faults_fixture  # noqa: F401
     faults.refuse_share(0.25, seed=7)                     # throttling and 5xx on ~25% of attempts
     faults.refuse("DeleteVpc", "DependencyViolation", times=3)   # the next 3 DeleteVpc calls
     faults.refuse("DeleteVpc", "DependencyViolation")             # every one (never clears)
-    faults.not_found_after_create(times=2)   # EC2 IDs unknown for 2 calls naming them
+    faults.not_found_after_create(times=2)   # new EC2 IDs unknown to 2 calls of each operation
     faults.role_not_assumable(times=2)       # a new IAM role is not yet usable by EKS
     faults.principal_not_known(times=2)      # ...nor by S3 as a bucket policy principal
     faults.lose_response("CreateVpc")        # done by AWS, answer lost: botocore retries
