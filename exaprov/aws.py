@@ -1,7 +1,9 @@
 """AWS access: one boto3 session per command, clients built once and shared by threads.
 
 Throttling and transient 5xx belong to botocore's `standard` retry mode; exaprov's
-own retries (tenacity, in `exaprov.waiting`) are only for *semantic* waits.
+own retries (tenacity, in `exaprov.waiting`) are only for *semantic* waits. Each
+retry botocore makes is logged on one line (seen with `-v`), and its backoff is
+multiplied by EXAPROV_TIME_SCALE like every other wait.
 boto3 is imported here, never by the CLI module, so `exaprov --help` stays fast.
 """
 
@@ -16,13 +18,15 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.retries import standard
 
 from exaprov import __version__
+from exaprov.timing import time_scale
 
 log = logging.getLogger(__name__)
 
-# Enough attempts to ride out a burst of throttling (standard mode backs off
-# exponentially up to 20 s between attempts).
+# Enough retries to ride out a burst of throttling (standard mode backs off
+# exponentially up to 20 s between attempts): 11 attempts in all.
 MAX_ATTEMPTS = 10
 
 
@@ -32,6 +36,7 @@ class Aws:
     def __init__(self, region: str, profile: str | None = None,
                  endpoint_url: str | None = None,
                  credentials: Mapping[str, str] | None = None) -> None:
+        time_scale()  # scales every backoff: a bad EXAPROV_TIME_SCALE stops us before any call
         self.region = region
         self.endpoint_url = endpoint_url
         self._profile = profile
@@ -55,10 +60,12 @@ class Aws:
         # boto3 clients are thread-safe once built; building them is not.
         with self._lock:
             if service not in self._clients:
-                self._clients[service] = self.session.client(
-                    service, config=self._config, endpoint_url=self.endpoint_url)
+                client = self.session.client(service, config=self._config,
+                                             endpoint_url=self.endpoint_url)
+                _scale_and_log_retries(client)
                 if log.isEnabledFor(logging.DEBUG):
-                    self._clients[service].meta.events.register("before-call", _log_call)
+                    client.meta.events.register("before-call", _log_call)
+                self._clients[service] = client
             return self._clients[service]
 
     @property
@@ -90,6 +97,67 @@ def _bypass_proxy_for(endpoint_url: str) -> None:
         current = os.environ.get("NO_PROXY", os.environ.get("no_proxy", ""))
         if host not in current.split(","):
             os.environ["NO_PROXY"] = ",".join(filter(None, [current, host]))
+
+
+def _scale_and_log_retries(client: Any) -> None:
+    """Swap the client's standard-mode retry handler for the same handler wrapped in
+    `ScaledRetries`: botocore decides whether and how long to back off, we scale and log it.
+
+    botocore keeps no reference to the handler it registered, so we unregister it (by its
+    unique id) and register a fresh one through the same public function, which returns it.
+    """
+    events = client.meta.events
+    service = client.meta.service_model.service_id.hyphenize()
+    event, unique_id = f"needs-retry.{service}", f"retry-config-{service}"
+    attempts = client.meta.config.retries.get("total_max_attempts", MAX_ATTEMPTS + 1)
+    events.unregister(event, unique_id=unique_id)
+    handler = standard.register_retry_handler(client, max_attempts=attempts)
+    events.unregister(event, unique_id=unique_id)
+    events.register(event, ScaledRetries(handler.needs_retry, service, attempts), unique_id=unique_id)
+
+
+class ScaledRetries:
+    """A `needs-retry` handler: botocore's decision and delay, the delay times the time scale,
+    and one INFO line per retry naming the operation, the error and the attempt."""
+
+    def __init__(self, needs_retry: Any, service: str, max_attempts: int) -> None:
+        self._needs_retry = needs_retry
+        self._service = service
+        self._max_attempts = max_attempts
+
+    def __call__(self, **kwargs: Any) -> Any:
+        delay = self._needs_retry(**kwargs)
+        attempt, operation = kwargs["attempts"], kwargs["operation"].name
+        problem = _problem(kwargs.get("response"), kwargs.get("caught_exception"))
+        if delay is None or delay is False:  # no retry (False: botocore already slept)
+            if problem and (_gave_up(kwargs.get("response")) or (
+                    kwargs.get("caught_exception") is not None and attempt >= self._max_attempts)):
+                log.info("%s %s: %s on all %d attempts, giving up", self._service, operation,
+                         problem, attempt)
+            return delay
+        delay *= time_scale()
+        log.info("%s %s: %s, retrying (attempt %d of %d) in %.3gs", self._service, operation,
+                 problem, attempt + 1, self._max_attempts, delay)
+        return delay
+
+
+def _problem(response: Any, caught: BaseException | None) -> str:
+    """What went wrong with one attempt: the error code, the HTTP status or the exception."""
+    if caught is not None:
+        return type(caught).__name__
+    if not response:
+        return ""
+    http, parsed = response
+    code = (parsed or {}).get("Error", {}).get("Code")
+    if code:
+        return str(code)
+    return f"HTTP {http.status_code}" if http is not None and http.status_code >= 400 else ""
+
+
+def _gave_up(response: Any) -> bool:
+    parsed = response[1] if response else None
+    meta = (parsed or {}).get("ResponseMetadata", {})
+    return bool(meta.get("MaxAttemptsReached") or meta.get("RetryQuotaReached"))
 
 
 def _log_call(model: Any, params: Mapping[str, Any], **_: Any) -> None:

@@ -117,9 +117,7 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     # SecretString, a CreateAccessKey's secret key. --debug logs each call by name instead.
     for name in _BODY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
-    if verbose or debug:
-        # botocore logs each retry it makes (throttling, 5xx) at DEBUG on this logger.
-        logging.getLogger("botocore.retries").setLevel(logging.DEBUG)
+    # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 
 def _deployment(kw: dict[str, Any]) -> Any:

@@ -64,7 +64,35 @@ HINTS = {
     "AccessDenied": "the credentials lack a permission exaprov needs (README: IAM permissions)",
     "AccessDeniedException": "the credentials lack a permission exaprov needs (README: IAM "
                              "permissions)",
+    "DependencyViolation": "something else still uses it: ENIs of just-deleted NAT gateways, load "
+                           "balancers or nodes linger for minutes. Run `exaprov destroy` again in a "
+                           "few minutes; if it stays, look for network interfaces left in the VPC",
 }
+
+# EC2 answers these for an ID it does not know: right after a create the ID is not yet known
+# everywhere (eventual consistency), or it was deleted outside exaprov.
+_NEW_ID_HINT = ("EC2 does not know this ID yet (a new resource takes a moment to be known "
+                "everywhere) or it was deleted outside exaprov: run the command again")
+HINTS.update({code: _NEW_ID_HINT for code in (
+    "InvalidVpcID.NotFound", "InvalidSubnetID.NotFound", "InvalidGroup.NotFound",
+    "InvalidRouteTableID.NotFound", "InvalidInternetGatewayID.NotFound",
+    "InvalidNatGatewayID.NotFound", "NatGatewayNotFound", "InvalidAllocationID.NotFound",
+    "InvalidVpcPeeringConnectionID.NotFound", "InvalidLaunchTemplateId.NotFound")})
+# Throttling, 5xx and dropped connections reach the user only after botocore's 11 attempts.
+_THROTTLED_HINT = ("AWS throttled this call on every one of exaprov's attempts (the account's API "
+                   "rate is shared with every other tool using it): wait a minute and run the "
+                   "command again")
+HINTS.update({code: _THROTTLED_HINT for code in (
+    "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+    "SlowDown", "RequestThrottled", "EC2ThrottledException")})
+_UNAVAILABLE_HINT = ("AWS answered with a server error on every attempt: run the command again; "
+                     "if it persists, see the AWS Health Dashboard for the region")
+HINTS.update({code: _UNAVAILABLE_HINT for code in (
+    "InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable")})
+_CONNECTION_HINT = ("the connection to AWS kept failing on every attempt: check the network (proxy, "
+                    "VPN, --endpoint-url) and run the command again")
+HINTS.update({code: _CONNECTION_HINT for code in (
+    "ConnectionClosedError", "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError")})
 
 
 class AwsError(ExaprovError):

@@ -153,10 +153,11 @@ def ensure_subnets(ctx: StepContext, vpc_id: str, layout: list[SubnetSpec]) -> d
         subnet = items.pick(spec.logical)
         if subnet is None:
             ids[spec.logical] = ctx.create(
-                spec.logical, "ec2:subnet", lambda token, s=spec, n=name, x=extra: ec2.create_subnet(
-                    VpcId=vpc_id, CidrBlock=s.cidr, AvailabilityZone=s.zone,
-                    TagSpecifications=tag_specs(ctx, "subnet", s.logical, n, x),
-                )["Subnet"]["SubnetId"],
+                spec.logical, "ec2:subnet", lambda token, s=spec, n=name, x=extra: _retry_new(
+                    ctx, "VPC", lambda: ec2.create_subnet(
+                        VpcId=vpc_id, CidrBlock=s.cidr, AvailabilityZone=s.zone,
+                        TagSpecifications=tag_specs(ctx, "subnet", s.logical, n, x),
+                    ))["Subnet"]["SubnetId"],
                 detail=f"{spec.cidr} in {spec.zone}", name=name)
             continue
         subnet_id = ids[spec.logical] = subnet["SubnetId"]
@@ -193,9 +194,10 @@ def ensure_route_table(ctx: StepContext, tables: Ec2Items, logical: str, vpc_id:
     table = tables.pick(logical)
     created = table is None
     if table is None:
-        rt_id = ctx.create(logical, "ec2:route-table", lambda token: ec2.create_route_table(
-            VpcId=vpc_id, TagSpecifications=tag_specs(ctx, "route-table", logical, name),
-        )["RouteTable"]["RouteTableId"], name=name)
+        rt_id = ctx.create(logical, "ec2:route-table", lambda token: _retry_new(
+            ctx, "VPC", lambda: ec2.create_route_table(
+                VpcId=vpc_id, TagSpecifications=tag_specs(ctx, "route-table", logical, name),
+            ))["RouteTable"]["RouteTableId"], name=name)
         table = {"RouteTableId": rt_id, "Routes": [], "Associations": []}
     else:
         rt_id = table["RouteTableId"]
@@ -363,10 +365,12 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
         nat = None
     if nat is None:
         subnet_id = net["public_subnet_ids"][0]
-        nat_id = ctx.create("nat", "ec2:natgateway", lambda token: ec2.create_nat_gateway(
-            SubnetId=subnet_id, AllocationId=allocation_id, ClientToken=token,
-            TagSpecifications=tag_specs(ctx, "natgateway", "nat", name),
-        )["NatGateway"]["NatGatewayId"], detail=f"in {subnet_id}", name=name)
+        # The token makes a retried create return the first NAT gateway, never a second.
+        nat_id = ctx.create("nat", "ec2:natgateway", lambda token: _retry_new(
+            ctx, "subnet or Elastic IP", lambda: ec2.create_nat_gateway(
+                SubnetId=subnet_id, AllocationId=allocation_id, ClientToken=token,
+                TagSpecifications=tag_specs(ctx, "natgateway", "nat", name),
+            ))["NatGateway"]["NatGatewayId"], detail=f"in {subnet_id}", name=name)
         state, created = "pending", True
     else:
         created = False
@@ -380,10 +384,13 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
     table: dict[str, Any] = {"RouteTableId": private_rt, "Routes": []}
     if not is_unknown(private_rt):
         tables = items_by_id(ctx, "describe_route_tables", [private_rt])
-        if not tables:
-            raise ExaprovError(f"nat: the private route table {private_rt} is gone",
-                               hint="run `exaprov up` again: the network step recreates it")
-        table = tables[0]
+        # The network step has just found or made it: not listed means not listed *yet*
+        # (EC2 eventual consistency). Past the bound, running `up` again recreates it.
+        table = tables[0] if tables else ctx.wait_until(
+            f"private route table {private_rt} to be listed", lambda: (ec2.describe_route_tables(
+                Filters=[{"Name": "route-table-id", "Values": [private_rt]}])["RouteTables"] or [{}])[0],
+            bool, timeout=NEW_ID_TIMEOUT, interval=5,
+            describe=lambda t: "listed" if t else "not listed")
     # Pointing the private default route at a new NAT gateway is part of creating it.
     ensure_route(ctx, "nat", table, ANYWHERE, "NatGatewayId", nat_id, initial=created)
     return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id}

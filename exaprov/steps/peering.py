@@ -210,8 +210,10 @@ def ensure_connection(ctx: StepContext, live: list[dict[str, Any]], deployment_v
                                                                  logical, name)}
         if peer.region and peer.region != ctx.aws.region:
             params["PeerRegion"] = peer.region
-        pcx_id = ctx.create(logical, KIND_PCX, lambda token: ec2.create_vpc_peering_connection(
-            **params)["VpcPeeringConnection"]["VpcPeeringConnectionId"],
+        pcx_id = ctx.create(logical, KIND_PCX, lambda token: ctx.retry_while(
+            f"new VPC {deployment_vpc}", lambda: ec2.create_vpc_peering_connection(**params),
+            {"InvalidVpcID.NotFound"}, timeout=NEW_ID_TIMEOUT,
+        )["VpcPeeringConnection"]["VpcPeeringConnectionId"],
             detail=f"{deployment_vpc} ↔ {peer.vpc_id}", name=name, **attrs)
         if ctx.planning:
             return pcx_id

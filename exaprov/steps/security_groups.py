@@ -134,10 +134,12 @@ def ensure_group(ctx: StepContext, items: Ec2Items | None, logical: str, vpc_id:
     if group is None and items is not None:
         group = find_group_by_name(ctx, vpc_id, name)
     if group is None:
-        group_id = ctx.create(logical, KIND, lambda token: ec2.create_security_group(
-            GroupName=name, Description=description, VpcId=vpc_id,
-            TagSpecifications=tag_specs(ctx, "security-group", logical, name, extra),
-        )["GroupId"], detail=f"in {vpc_id}", name=name)
+        group_id = ctx.create(logical, KIND, lambda token: ctx.retry_while(
+            f"new VPC {vpc_id}", lambda: ec2.create_security_group(
+                GroupName=name, Description=description, VpcId=vpc_id,
+                TagSpecifications=tag_specs(ctx, "security-group", logical, name, extra),
+            ), {"InvalidVpcID.NotFound"}, timeout=NEW_ID_TIMEOUT)["GroupId"],
+            detail=f"in {vpc_id}", name=name)
         return group_id, True
     group_id = group["GroupId"]
     if group.get("VpcId") != vpc_id:
