@@ -163,7 +163,8 @@ class Faults:
         it. Calls naming it as a parameter get its `Invalid*.NotFound`; describes naming it
         only in a filter just do not list it. IDs inside a launch template's data are not
         checked (EC2 checks them at launch, not when the template is made). `operations`:
-        only these meet it (the others know every ID at once)."""
+        only these meet it (the others know every ID at once), and describes among them leave
+        it out of every list, by tag too (EC2's tag index lags as well)."""
         self._fresh_times = -1 if times is None else times
         self._fresh_operations = set(operations) if operations is not None else None
 
@@ -293,9 +294,12 @@ class Faults:
                 with self._mutex:
                     self._fresh[found.group(1)] = {}
         elif service == "ec2" and self._fresh and operation.startswith("Describe"):
-            filtered = {v for k, v in parse_qsl(_body(request)) if k.startswith("Filter.")}
+            named = {v for k, v in parse_qsl(_body(request)) if k.startswith("Filter.")}
+            if self._fresh_operations is not None and operation in self._fresh_operations:
+                # Singled out: a list by tag (or unfiltered) leaves a new item out too.
+                named = {i for i in self._fresh if i in _text(response)}
             with self._mutex:
-                unknown = {i for i in filtered & set(self._fresh) if self._take_fresh(i, operation)}
+                unknown = {i for i in named & set(self._fresh) if self._take_fresh(i, operation)}
             if unknown:
                 _hide(response, unknown)
                 self.refused.append(Refusal(service, operation, NOT_LISTED))

@@ -61,7 +61,6 @@ def test_new_ids_are_waited_for_across_the_full_stack(
             ("CreateRoute", "InvalidNatGatewayID.NotFound"),
             ("CreateNatGateway", "InvalidAllocationID.NotFound"),
             ("AuthorizeSecurityGroupIngress", "InvalidGroup.NotFound"),
-            ("DescribeRouteTables", NOT_LISTED),
             ("CreateCluster", "InvalidParameterException"),
             ("CreateNodegroup", "InvalidParameterException"),
             ("PutBucketPolicy", "MalformedPolicy")} <= met, met
