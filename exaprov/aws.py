@@ -21,6 +21,7 @@ from botocore.config import Config as BotoConfig
 from botocore.retries import standard
 
 from exaprov import __version__
+from exaprov.lost_answers import in_create, is_lost
 from exaprov.timing import time_scale
 
 log = logging.getLogger(__name__)
@@ -126,9 +127,13 @@ class ScaledRetries:
         self._max_attempts = max_attempts
 
     def __call__(self, **kwargs: Any) -> Any:
-        delay = self._needs_retry(**kwargs)
         attempt, operation = kwargs["attempts"], kwargs["operation"].name
         problem = _problem(kwargs.get("response"), kwargs.get("caught_exception"))
+        if in_create() and is_lost(kwargs.get("response"), kwargs.get("caught_exception")):
+            log.info("%s %s: %s, the answer is lost: not sent again (the step looks it up)",
+                     self._service, operation, problem)
+            return None
+        delay = self._needs_retry(**kwargs)
         if delay is None or delay is False:  # no retry (False: botocore already slept)
             if problem and (_gave_up(kwargs.get("response")) or (
                     kwargs.get("caught_exception") is not None and attempt >= self._max_attempts)):

@@ -30,9 +30,18 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from exaprov.errors import AwsError, Cancelled, ExaprovError, InputError, error_code, is_not_found
+from exaprov.errors import (
+    AwsError,
+    Cancelled,
+    ExaprovError,
+    InputError,
+    LostAnswer,
+    error_code,
+    is_not_found,
+)
+from exaprov.lost_answers import creating, was_lost
 from exaprov.state import CREATED, DELETING, INTENT, State, StateWriter
-from exaprov.timing import CancelToken
+from exaprov.timing import CancelToken, scaled
 from exaprov.waiting import retry_while, wait_until
 
 log = logging.getLogger(__name__)
@@ -280,7 +289,15 @@ class StepContext:
                                name=name)
         self.report(f"creating {kind} {name or logical}")
         checkpoint(f"before_create:{address}")
-        resource_id = self.mutate(create, token)
+        try:
+            with creating():
+                resource_id = self.mutate(create, token)
+        except AwsError as exc:
+            if exc.__cause__ is not None and was_lost(exc.__cause__):
+                raise LostAnswer(f"{address}: AWS may have made it, but the answer was lost "
+                                 f"({exc.code})",
+                                 hint="run `exaprov up` again: it finds it by its tags") from exc
+            raise
         checkpoint(f"after_create:{address}")
         self.run.writer.record(address, kind=kind, id=resource_id, status=CREATED, **attrs)
         row.live_id, row.live = resource_id, "created"
@@ -503,7 +520,7 @@ def apply(steps: Sequence[Step], run: Run) -> RunResult:
             # A step run on its own (e.g. `peer`) reads what it requires from the state.
             upstream = {r: outputs[r] if r in outputs else run.state.outputs.get(r, {})
                         for r in step.requires if r in outputs or r not in by_name}
-        result = step.ensure(StepContext(run, step, upstream))
+        result = _ensure(step, run, upstream)
         with outputs_mutex:
             outputs[name] = result
         if run.mode is Mode.APPLY or (run.mode is Mode.RECOVER and not _has_unknown(result)):
@@ -526,6 +543,24 @@ def _has_unknown(value: Any) -> bool:
     if isinstance(value, list | tuple):
         return any(_has_unknown(v) for v in value)
     return is_unknown(value)
+
+
+LOST_ANSWER_RERUNS = 2
+LOST_ANSWER_PAUSE = 5.0  # seconds (scaled): lets a list by tag catch up with the create
+
+
+def _ensure(step: Step, run: Run, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A step's ensure; when a create's answer was lost, the step runs again: its lookup by
+    tag (or the create's idempotency token, kept in the intent) finds what AWS made."""
+    for rerun in range(LOST_ANSWER_RERUNS + 1):
+        try:
+            return step.ensure(StepContext(run, step, upstream))
+        except LostAnswer as exc:
+            if rerun == LOST_ANSWER_RERUNS:
+                raise
+            run.reporter.activity(step.name, f"{exc.message}: looking for it by its tags")
+            run.cancel.sleep(scaled(LOST_ANSWER_PAUSE))
+    raise AssertionError("unreachable")
 
 
 def destroy(steps: Sequence[Step], run: Run) -> RunResult:

@@ -104,6 +104,10 @@ class AwsError(ExaprovError):
         super().__init__(f"{step}: {operation} failed ({code}): {message}", hint or HINTS.get(code))
 
 
+class LostAnswer(ExaprovError):
+    """A create whose answer was lost: AWS may have made the resource (see lost_answers)."""
+
+
 class WaitTimeout(ExaprovError):
     """A resource did not reach the state we waited for within the bound."""
 

@@ -220,14 +220,36 @@ def test_a_crash_right_after_a_kms_key_is_made_is_finished_without_a_second_key(
     assert held == recorded("state/example.json") and len(held["kms:key"]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="F3 not handled yet: botocore retries a create whose "
-                   "answer was lost, and CreateVpc has no idempotency token")
 def test_a_create_whose_answer_is_lost_is_not_made_twice(
         tmp_path: Path, ec2: Any, faults: Faults) -> None:
-    """F3: AWS made the VPC but the connection dropped before the answer; botocore retries
-    the call (a transient error) and AWS makes a second VPC. Found with the harness; the fix
-    belongs to `StepContext.create` (look up by tag before retrying a create)."""
+    """F3: AWS made the VPC but the connection dropped before the answer. botocore would send
+    CreateVpc again (a transient error) and AWS, with no idempotency token for it, would make a
+    second VPC. exaprov does not resend a create blindly: the step runs again and its lookup
+    by tag adopts the VPC AWS made."""
     faults.lose_response("CreateVpc")
-    Stack(tmp_path, [NETWORK]).up()
+    stack = Stack(tmp_path, [NETWORK])
+    stack.up()
     assert faults.count("ResponseLost") == 1
-    assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
+    vpcs = tagged(ec2, "describe_vpcs", "Vpcs")
+    assert len(vpcs) == 1
+    assert stack.state().resources["network.vpc"]["id"] == vpcs[0]["VpcId"]
+
+
+@pytest.mark.parametrize("operation", ["CreateInternetGateway", "AllocateAddress", "CreateKey",
+                                       "CreateNatGateway", "CreateCluster"])
+def test_lost_answers_of_other_creates_are_not_made_twice(
+        tmp_path: Path, aws: None, faults: Faults, operation: str) -> None:
+    """F3 for creates with no token (IGW, EIP, KMS key) and with one (NAT, EKS): one made."""
+    from exaprov.steps import STEPS
+
+    wanted = {"network", "nat", "kms", "iam", "logs", "security-groups", "cluster"}
+    faults.lose_response(operation)
+    stack = Stack(tmp_path, [s for s in STEPS if s.name in wanted])
+    stack.up()
+    assert faults.count("ResponseLost") == 1
+    held = inventory()
+    assert held == recorded(stack.store.path)
+    kind = {"CreateInternetGateway": "ec2:internet-gateway", "AllocateAddress": "ec2:elastic-ip",
+            "CreateKey": "kms:key", "CreateNatGateway": "ec2:natgateway",
+            "CreateCluster": "eks:cluster"}[operation]
+    assert len(held[kind]) == 1, held
