@@ -294,8 +294,8 @@ class StepContext:
                 resource_id = self.mutate(create, token)
         except AwsError as exc:
             if exc.__cause__ is not None and was_lost(exc.__cause__):
-                raise LostAnswer(f"{address}: AWS may have made it, but the answer was lost "
-                                 f"({exc.code})",
+                raise LostAnswer(address, f"{address}: AWS may have made it, but the answer was "
+                                 f"lost ({exc.code})",
                                  hint="run `exaprov up` again: it finds it by its tags") from exc
             raise
         checkpoint(f"after_create:{address}")
@@ -545,22 +545,25 @@ def _has_unknown(value: Any) -> bool:
     return is_unknown(value)
 
 
-LOST_ANSWER_RERUNS = 2
-LOST_ANSWER_PAUSE = 5.0  # seconds (scaled): lets a list by tag catch up with the create
+LOST_ANSWERS_PER_RESOURCE = 10  # as many as botocore's attempts at any other call
+LOST_ANSWER_PAUSE = 2.0  # seconds (scaled): lets a list by tag catch up with the create
 
 
 def _ensure(step: Step, run: Run, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A step's ensure; when a create's answer was lost, the step runs again: its lookup by
-    tag (or the create's idempotency token, kept in the intent) finds what AWS made."""
-    for rerun in range(LOST_ANSWER_RERUNS + 1):
+    tag (or the create's idempotency token, kept in the intent) finds what AWS made. Each
+    rerun gets further (what was made is adopted); it stops when one resource's answer is
+    lost as often as botocore would have tried."""
+    lost: dict[str, int] = {}
+    while True:
         try:
             return step.ensure(StepContext(run, step, upstream))
         except LostAnswer as exc:
-            if rerun == LOST_ANSWER_RERUNS:
+            lost[exc.address] = lost.get(exc.address, 0) + 1
+            if lost[exc.address] >= LOST_ANSWERS_PER_RESOURCE:
                 raise
             run.reporter.activity(step.name, f"{exc.message}: looking for it by its tags")
             run.cancel.sleep(scaled(LOST_ANSWER_PAUSE))
-    raise AssertionError("unreachable")
 
 
 def destroy(steps: Sequence[Step], run: Run) -> RunResult:

@@ -107,6 +107,10 @@ class AwsError(ExaprovError):
 class LostAnswer(ExaprovError):
     """A create whose answer was lost: AWS may have made the resource (see lost_answers)."""
 
+    def __init__(self, address: str, message: str, hint: str | None = None) -> None:
+        self.address = address
+        super().__init__(message, hint)
+
 
 class WaitTimeout(ExaprovError):
     """A resource did not reach the state we waited for within the bound."""
