@@ -74,14 +74,24 @@ class Emulator:
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
+    def warm_up(self) -> None:
+        """One read per service: moto builds each backend on first use (IAM loads ~1,000
+        managed policies), a cost real AWS never charges, so it stays out of the timings."""
+        for service, call in (("iam", "list_roles"), ("ec2", "describe_vpcs"), ("eks", "list_clusters"),
+                              ("rds", "describe_db_instances"), ("kms", "list_keys"),
+                              ("logs", "describe_log_groups"), ("s3", "list_buckets"),
+                              ("sts", "get_caller_identity"), ("secretsmanager", "list_secrets"),
+                              ("autoscaling", "describe_auto_scaling_groups")):
+            getattr(self.client(service), call)()
+
 
 @contextmanager
-def emulator(scale: float, workdir: Path) -> Iterator[Emulator]:
+def emulator(scale: float, workdir: Path, latency: str = "aws") -> Iterator[Emulator]:
     ready = workdir / "emulator.port"
     log = open(workdir / "emulator.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "exaprov.emulator", "--host", "127.0.0.1", "--port", "0",
-         "--ready-file", str(ready), "--latency-model", "aws", "--time-scale", repr(scale)],
+         "--ready-file", str(ready), "--latency-model", latency, "--time-scale", repr(scale)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=base_env(scale))
     try:
         deadline = time.monotonic() + 60
@@ -89,7 +99,9 @@ def emulator(scale: float, workdir: Path) -> Iterator[Emulator]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the emulator did not start; see {workdir / 'emulator.log'}")
             time.sleep(0.05)
-        yield Emulator(f"http://127.0.0.1:{ready.read_text().strip()}", proc)
+        emu = Emulator(f"http://127.0.0.1:{ready.read_text().strip()}", proc)
+        emu.warm_up()
+        yield emu
     finally:
         proc.terminate()
         try:
@@ -140,10 +152,16 @@ def startup(runs: int = 7) -> dict[str, float]:
 
 def measure(scale: float, work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"scale": scale, "model": model.figures(scale)}
-    first, second = work / "two-pools", work / "twenty-pools"
-    first.mkdir()
-    second.mkdir()
+    first, second, instant = work / "two-pools", work / "twenty-pools", work / "instant"
+    for folder in (first, second, instant):
+        folder.mkdir()
     print(f"benchmark at 1/{1 / scale:.0f} of AWS time ...", file=sys.stderr)
+    with emulator(scale, instant, latency="none") as emu:
+        # The same commands with nothing to wait for: the processing time (start-up, CPU of
+        # exaprov and the emulator) that does not shrink with the time scale.
+        write_config(instant, 2)
+        out["instant"] = {"up": exaprov(emu, instant, scale, "up", "--yes"),
+                          "destroy": exaprov(emu, instant, scale, "destroy", "--yes")}
     with emulator(scale, first) as emu:
         write_config(first, 2)
         out["up"] = exaprov(emu, first, scale, "up", "--yes")
@@ -166,9 +184,19 @@ def measure(scale: float, work: Path) -> dict[str, Any]:
     return out
 
 
+def at_aws_speed(wall: float, fixed: float, scale: float) -> float:
+    """The wall time at AWS speed: the waiting part scaled back up, the processing part as is."""
+    return max(wall - fixed, 0.0) / scale + fixed
+
+
 def ratios(out: dict[str, Any]) -> dict[str, float]:
-    up, destroy = out["model"]["up"], out["model"]["destroy"]
+    up, destroy, scale = out["model"]["up"], out["model"]["destroy"], out["scale"]
+    est_up = at_aws_speed(out["up"]["seconds"], out["instant"]["up"]["seconds"], scale)
+    est_destroy = at_aws_speed(out["destroy"]["seconds"], out["instant"]["destroy"]["seconds"], scale)
     return {
+        "up / bound (at AWS speed, est.)": est_up / up["bound_aws_s"],
+        "up / terraform (at AWS speed, est.)": est_up / up["terraform_aws_s"],
+        "destroy / bound (at AWS speed, est.)": est_destroy / destroy["bound_aws_s"],
         "up / bound": out["up"]["seconds"] / up["bound_s"],
         "up / terraform": out["up"]["seconds"] / up["terraform_s"],
         "destroy / bound": out["destroy"]["seconds"] / destroy["bound_s"],
@@ -186,22 +214,30 @@ def table(out: dict[str, Any]) -> str:
 
     rows = [
         ("up (SPEC example, 2 pools)", out["up"]["seconds"], f"bound {m['up']['bound_s']:.2f}s, "
-         f"Terraform {m['up']['terraform_s']:.2f}s", ["up / bound", "up / terraform"]),
+         f"Terraform {m['up']['terraform_s']:.2f}s",
+         ["up / bound", "up / bound (at AWS speed, est.)", "up / terraform",
+          "up / terraform (at AWS speed, est.)"]),
         ("destroy", out["destroy"]["seconds"], f"bound {m['destroy']['bound_s']:.2f}s, "
-         f"Terraform {m['destroy']['terraform_s']:.2f}s", ["destroy / bound"]),
+         f"Terraform {m['destroy']['terraform_s']:.2f}s",
+         ["destroy / bound", "destroy / bound (at AWS speed, est.)"]),
         ("up, 20 runner pools", out["up_20_pools"]["seconds"], "vs up, 2 pools",
          ["up 20 pools / up 2 pools"]),
     ]
     lines = [f"exaprov under the AWS latency model at 1/{1 / scale:.0f} "
              "(AWS-time equivalents in brackets)", ""]
-    lines.append(f"{'measure':28} {'wall':>7} {'(AWS)':>9}  {'against':36} {'ratio':>11} {'target':>7}")
+    lines.append(f"{'measure':28} {'wall':>7} {'(AWS)':>9}  {'against':36} {'ratio':>25} {'target':>7}")
     for name, seconds, against, keys in rows:
         for i, key in enumerate(keys):
-            target = TARGETS.get(key)
+            target = TARGETS.get(key.split(" (")[0])
             verdict = "" if target is None else ("ok" if r[key] <= target else "MISSED")
             head = (f"{name:28} {seconds:7.2f} {aws(seconds):>9}  {against:36}" if i == 0
-                    else " " * 85)
-            lines.append(f"{head} {key.split(' / ')[1]:>5} {r[key]:5.3f} {'<= ' + str(target):>7} {verdict}")
+                    else " " * 84)
+            label = key.split(" / ", 1)[1].replace("(at AWS speed, est.)", "at AWS speed")
+            lines.append(f"{head} {label:>19} {r[key]:5.3f} {'<= ' + str(target):>7} {verdict}")
+    inst = out["instant"]
+    lines.append(f"(processing that does not scale, from an instant emulator: "
+                 f"up {inst['up']['seconds']:.2f}s, destroy {inst['destroy']['seconds']:.2f}s;"
+                 " 'at AWS speed' = (wall - that) / scale + that)")
     lines.append("")
     lines.append(f"{'converged':30} {'wall':>8} {'requests':>10}")
     for name, run in out["converged"].items():

@@ -409,7 +409,7 @@ def _wait_deleted(ctx: StepContext, name: str) -> None:
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     ctx.wait_gone(f"node group {name}", lambda: eks.describe_nodegroup(
         clusterName=cluster, nodegroupName=name)["nodegroup"]["status"],
-        timeout=NODEGROUP_DELETE_TIMEOUT, interval=10)
+        timeout=NODEGROUP_DELETE_TIMEOUT, interval=5)
 
 
 def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec]) -> None:
