@@ -102,13 +102,16 @@ def test_the_graph_keeps_the_database_off_the_cluster_and_node_groups_after_the_
 def test_up_creates_the_database_before_the_cluster_is_active(
         example: None, clock: Clock, hooks: Callable[..., None]) -> None:
     """The database needs only its subnet and security groups: its create must not wait for
-    the control plane. Time stands still until CreateDBInstance is issued, so an `up` whose
-    database waited for the cluster would never see it ACTIVE and fail."""
+    the control plane. Time stands still until CreateDBInstance is issued (then each poll
+    moves it a minute), so an `up` whose database waited for the cluster would never see it
+    ACTIVE and fail."""
     emulator.configure_durations(cluster_create=600, rds_create=270)
     seen: list[str | None] = []
-
+    database_created = threading.Event()
     on_call(hooks, "CreateDBInstance", lambda: seen.append(cluster_status()))
-    on_call(hooks, "CreateDBInstance", lambda: clock.advance(3600), after=True)  # now waits can end
+    on_call(hooks, "CreateDBInstance", database_created.set, after=True)
+    for poll in ("DescribeCluster", "DescribeDBInstances"):
+        on_call(hooks, poll, lambda: database_created.is_set() and clock.advance(60))
     result = cli("up", "--yes")
     assert result.exit_code == 0, result.output
     assert seen and seen[0] in (None, "CREATING")
@@ -119,8 +122,8 @@ def test_up_creates_node_groups_together_and_only_once_the_nat_gateway_is_availa
         example: None, clock: Clock, hooks: Callable[..., None]) -> None:
     """EKS builds node groups in parallel, and their nodes join the cluster through the NAT
     gateway. Every CreateNodegroup waits at a barrier for all the others: created one by one,
-    the first would wait alone and break it. Each poll moves time 10 s."""
-    emulator.configure_durations(nat_create=120, nodegroup_create=120, cluster_create=60)
+    the first would wait alone and break it. Each poll moves time a minute."""
+    emulator.configure_durations(nat_create=600, nodegroup_create=120)  # the NAT last of all
     barrier = threading.Barrier(GROUPS, timeout=20)
     nat_when_created: list[list[str]] = []
 
@@ -129,8 +132,8 @@ def test_up_creates_node_groups_together_and_only_once_the_nat_gateway_is_availa
         barrier.wait()  # raises BrokenBarrierError (and fails `up`) unless all are in flight
 
     on_call(hooks, "CreateNodegroup", nodegroup_create)
-    for poll in ("DescribeNatGateways", "DescribeCluster", "DescribeNodegroup"):
-        on_call(hooks, poll, lambda: clock.advance(10))
+    for poll in ("DescribeNatGateways", "DescribeNodegroup"):
+        on_call(hooks, poll, lambda: clock.advance(60))
     result = cli("up", "--yes")
     assert result.exit_code == 0, result.output
     assert nat_when_created == [["available"]] * GROUPS
@@ -141,7 +144,7 @@ def test_destroy_deletes_node_groups_together_and_the_database_alongside(
         example: None, clock: Clock, hooks: Callable[..., None]) -> None:
     """`destroy`: node groups go in parallel, and the database (4-6 min to delete) does not
     wait for node groups or the cluster. Time stands still until DeleteDBInstance (then each
-    poll moves it 10 s), so a database delete queued behind the cluster would never come."""
+    poll moves it a minute), so a database delete queued behind the cluster would never come."""
     assert cli("up", "--yes").exit_code == 0
     emulator.configure_durations(nodegroup_delete=300, cluster_delete=180, rds_delete=300, nat_delete=60)
     barrier = threading.Barrier(GROUPS, timeout=20)
@@ -151,7 +154,7 @@ def test_destroy_deletes_node_groups_together_and_the_database_alongside(
     on_call(hooks, "DeleteDBInstance", lambda: seen.append(cluster_status()))
     on_call(hooks, "DeleteDBInstance", database_deleted.set, after=True)
     for poll in ("DescribeNatGateways", "DescribeCluster", "DescribeNodegroup", "DescribeDBInstances"):
-        on_call(hooks, poll, lambda: database_deleted.is_set() and clock.advance(10))
+        on_call(hooks, poll, lambda: database_deleted.is_set() and clock.advance(60))
     result = cli("destroy", "--yes")
     assert result.exit_code == 0, result.output
     assert not barrier.broken
