@@ -159,9 +159,12 @@ def measure(scale: float, work: Path) -> dict[str, Any]:
     with emulator(scale, instant, latency="none") as emu:
         # The same commands with nothing to wait for: the processing time (start-up, CPU of
         # exaprov and the emulator) that does not shrink with the time scale.
+        # Twice, keeping the faster: noise only adds, and a smaller `fixed` is the cautious one.
         write_config(instant, 2)
-        out["instant"] = {"up": exaprov(emu, instant, scale, "up", "--yes"),
-                          "destroy": exaprov(emu, instant, scale, "destroy", "--yes")}
+        runs = [(exaprov(emu, instant, scale, "up", "--yes"),
+                 exaprov(emu, instant, scale, "destroy", "--yes")) for _ in range(2)]
+        out["instant"] = {"up": min((r[0] for r in runs), key=lambda r: r["seconds"]),
+                          "destroy": min((r[1] for r in runs), key=lambda r: r["seconds"])}
     with emulator(scale, first) as emu:
         write_config(first, 2)
         out["up"] = exaprov(emu, first, scale, "up", "--yes")
