@@ -6,8 +6,14 @@ moto's EKS what real EKS does and moto skips: the cluster's primary security
 group, a unique OIDC issuer per cluster, a real Auto Scaling group (and EKS's
 own launch template) behind every managed node group, CREATING / UPDATING /
 DELETING durations, version upgrades, endpoint and logging updates, update
-records, and access entries. Durations come from `configure_durations()` (tests)
-or the `EXAPROV_EMULATOR_*_SECONDS` environment variables (`serve()`).
+records, and access entries; RDS instances `creating` / `backing-up` / `deleting`
+and NAT gateways `pending` / `deleting` for as long as AWS keeps them so.
+
+A latency model says how long each takes and how long each request's round trip
+is, all multiplied by one time scale: `configure_durations()` (tests), or
+`--latency-model aws --time-scale 0.0167` / EXAPROV_EMULATOR_LATENCY_MODEL,
+EXAPROV_EMULATOR_TIME_SCALE and EXAPROV_EMULATOR_<KEY>_SECONDS (`serve()`). The
+default is instant, moto's behaviour, so tests and the sandbox stay fast.
 
 Run it as `python -m exaprov.emulator --host 127.0.0.1 --port 0 --ready-file PATH`.
 It only ever binds a loopback address: the sandbox must never be reachable
@@ -57,6 +63,8 @@ def install_extensions() -> None:
             return
         try:
             _install_eks()
+            _install_rds()
+            _install_nat()
             _install_tls_condition()
         except ImportError as exc:
             raise ExaprovError(MOTO_MISSING) from exc
@@ -86,11 +94,31 @@ def _install_tls_condition() -> None:
     IAMPolicyStatement.is_action_permitted = is_action_permitted  # type: ignore[method-assign]
 
 
-# -- clock and durations -------------------------------------------------------------
+# -- clock, durations and the latency model -------------------------------------------
 
 DURATION_KEYS = ("cluster_create", "cluster_delete", "cluster_update",
-                 "nodegroup_create", "nodegroup_delete", "nodegroup_update")
+                 "nodegroup_create", "nodegroup_delete", "nodegroup_update",
+                 "rds_create", "rds_backup", "rds_delete", "nat_create", "nat_delete", "round_trip")
 DURATION_ENV = {key: f"EXAPROV_EMULATOR_{key.upper()}_SECONDS" for key in DURATION_KEYS}
+ENV_LATENCY_MODEL = "EXAPROV_EMULATOR_LATENCY_MODEL"
+ENV_TIME_SCALE = "EXAPROV_EMULATOR_TIME_SCALE"
+
+# What real AWS takes, in seconds (sources: benchmarks/README.md). `round_trip` is one API
+# request's round trip; the rest are how long a resource stays in its transitional state.
+# Updates are not modelled (0): no benchmark measures them.
+AWS_LATENCY: dict[str, float] = {
+    "cluster_create": 600.0,    # EKS control plane: about 10 min (16 in us-west-1)
+    "cluster_delete": 180.0,    # about 3 min
+    "nodegroup_create": 120.0,  # managed node group: about 2 min
+    "nodegroup_delete": 300.0,  # 4-6 min
+    "rds_create": 270.0,        # db.t3.micro: `creating` 4-5 min ...
+    "rds_backup": 60.0,         # ... then `backing-up` (already serving) before `available`
+    "rds_delete": 300.0,        # 4-6 min
+    "nat_create": 120.0,        # NAT gateway `pending`: about 2 min
+    "nat_delete": 60.0,         # `deleting`: about 1 min
+    "round_trip": 0.1,          # one API request
+}
+LATENCY_MODELS: dict[str, dict[str, float]] = {"none": {}, "aws": AWS_LATENCY}
 _durations: dict[str, float] = dict.fromkeys(DURATION_KEYS, 0.0)
 
 
@@ -99,23 +127,28 @@ def _now() -> float:
     return time.monotonic()
 
 
-def configure_durations(cluster_create: float = 0.0, cluster_delete: float = 0.0,
-                        nodegroup_create: float = 0.0, nodegroup_delete: float = 0.0,
-                        cluster_update: float = 0.0, nodegroup_update: float = 0.0) -> None:
-    """How long (wall-clock seconds) clusters and node groups stay CREATING, UPDATING, DELETING.
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise InputError(f"emulator {name}: {value!r} is not a number of seconds >= 0")
+    return float(value)
 
-    Real EKS takes ~10 min to create a control plane and ~3-5 to delete one; 0 (the
-    default, and moto's behaviour) makes every transition instant. Called with no
-    arguments it restores the defaults.
+
+def configure_durations(scale: float = 1.0, **durations: float) -> None:
+    """How long resources stay CREATING / UPDATING / DELETING (EKS), `creating` /
+    `backing-up` / `deleting` (RDS), `pending` / `deleting` (NAT), and each request's
+    round trip: every figure (seconds) multiplied by `scale`.
+
+    A key left out is 0, moto's instant behaviour; called with no arguments it restores
+    that default. `configure_durations(scale=1/60, **AWS_LATENCY)` is AWS sixty times faster.
     """
-    wanted = {"cluster_create": cluster_create, "cluster_delete": cluster_delete,
-              "cluster_update": cluster_update, "nodegroup_create": nodegroup_create,
-              "nodegroup_delete": nodegroup_delete, "nodegroup_update": nodegroup_update}
-    for key, value in wanted.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value) or value < 0:
-            raise InputError(f"emulator duration {key}: {value!r} is not a number of seconds >= 0")
-    _durations.update({key: float(value) for key, value in wanted.items()})
+    unknown = sorted(set(durations) - set(DURATION_KEYS))
+    if unknown:
+        raise InputError(f"emulator durations: unknown {', '.join(unknown)} "
+                         f"(known: {', '.join(DURATION_KEYS)})")
+    factor = _seconds("time scale", scale)
+    wanted = {key: _seconds(f"duration {key}", durations.get(key, 0.0)) for key in DURATION_KEYS}
+    _durations.update({key: value * factor for key, value in wanted.items()})
 
 
 def durations_from_env(environ: Mapping[str, str] | None = None) -> dict[str, float]:
@@ -134,6 +167,30 @@ def durations_from_env(environ: Mapping[str, str] | None = None) -> dict[str, fl
             raise InputError(f"{var}={raw!r}: not a number of seconds >= 0")
         found[key] = value
     return found
+
+
+def latency_settings(model: str | None = None, scale: float | str | None = None,
+                     environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`configure_durations` arguments: a named model (`none`, `aws`; default from
+    EXAPROV_EMULATOR_LATENCY_MODEL), overridden key by key by EXAPROV_EMULATOR_<KEY>_SECONDS,
+    all times one scale (default from EXAPROV_EMULATOR_TIME_SCALE, else 1)."""
+    environ = os.environ if environ is None else environ
+    name = (model or environ.get(ENV_LATENCY_MODEL, "").strip() or "none").lower()
+    if name not in LATENCY_MODELS:
+        raise InputError(f"latency model {name!r}: must be one of {', '.join(LATENCY_MODELS)}")
+    raw = scale if scale is not None else (environ.get(ENV_TIME_SCALE, "").strip() or "1")
+    try:
+        factor = float(raw)
+    except ValueError:
+        factor = -1.0
+    if not math.isfinite(factor) or factor <= 0:
+        raise InputError(f"time scale {raw!r}: must be a number above 0 (e.g. 0.0167 for 1/60)")
+    return {**LATENCY_MODELS[name], **durations_from_env(environ), "scale": factor}
+
+
+def round_trip() -> float:
+    """Seconds the server holds each request before answering (0 unless a model says)."""
+    return _durations["round_trip"]
 
 
 # -- EKS: what real EKS does and moto does not ------------------------------------------
@@ -1368,6 +1425,197 @@ def _install_eks() -> None:
         urls.url_paths.setdefault(pattern, urls.response.dispatch)
     backend_cls._exaprov_patched = True
 
+# -- RDS and NAT gateways: the time they take ------------------------------------------
+
+_transition_lock = threading.RLock()  # settling mutates moto's dicts; the server is threaded
+RDS_BUSY = frozenset({"creating", "deleting"})
+
+
+def _settle_databases(backend: Any) -> None:
+    """creating → backing-up → available, deleting → gone, as their time comes (lazily)."""
+    now = _now()
+    for ident, db in list(backend.databases.items()):
+        due = getattr(db, "_exaprov_due", None)
+        if due is None or now < due:
+            continue
+        db._exaprov_due = None
+        if db.status == "deleting":
+            backend.databases.pop(ident, None)
+        elif db.status == "creating" and _durations["rds_backup"] > 0:
+            db.status = "backing-up"  # RDS takes the first backup; the instance already serves
+            db._exaprov_due = now + _durations["rds_backup"]
+        else:
+            db.status = "available"
+
+
+def _rds_settled(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _transition_lock:
+            _settle_databases(self)
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _db_ident(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
+    return str(kwargs.get("db_instance_identifier") or (args[0] if args else ""))
+
+
+def _rds_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    def create_db_instance(self: Any, db_kwargs: dict[str, Any]) -> Any:
+        database = original(self, db_kwargs)
+        if _durations["rds_create"] > 0:
+            database.status = "creating"
+            database._exaprov_due = _now() + _durations["rds_create"]
+        return database
+
+    return create_db_instance
+
+
+def _rds_delete(original: Callable[..., Any]) -> Callable[..., Any]:
+    def delete_db_instance(self: Any, *args: Any, **kwargs: Any) -> Any:
+        from moto.rds.exceptions import RDSClientError
+
+        ident = _db_ident(args, kwargs)
+        current = self.databases.get(ident)
+        if current is not None and current.status == "deleting":
+            raise RDSClientError("InvalidDBInstanceState", f"Instance {ident} is already being deleted.")
+        database = original(self, *args, **kwargs)  # moto forgets it at once, answering `deleting`
+        if _durations["rds_delete"] > 0:
+            database.status = "deleting"  # RDS lists it `deleting` for minutes
+            database._exaprov_due = _now() + _durations["rds_delete"]
+            self.databases[ident] = database
+        return database
+
+    return delete_db_instance
+
+
+def _rds_modify(original: Callable[..., Any]) -> Callable[..., Any]:
+    def modify_db_instance(self: Any, db_instance_identifier: str, db_kwargs: dict[str, Any]) -> Any:
+        from moto.rds.exceptions import RDSClientError
+
+        current = self.databases.get(db_instance_identifier)
+        if current is not None and current.status in RDS_BUSY:
+            # RDS refuses changes while the instance is being created or deleted.
+            raise RDSClientError("InvalidDBInstanceState",
+                                 f"Database instance is not in available state ({current.status}).")
+        return original(self, db_instance_identifier, db_kwargs)
+
+    return modify_db_instance
+
+
+def _rds_delete_subnet_group(original: Callable[..., Any]) -> Callable[..., Any]:
+    def delete_subnet_group(self: Any, subnet_name: str) -> Any:
+        from moto.rds.exceptions import RDSClientError
+
+        users = sorted(ident for ident, db in self.databases.items()
+                       if getattr(db, "_db_subnet_group_name", None) == subnet_name)
+        if users:  # RDS: not while an instance (even a `deleting` one) still uses it
+            raise RDSClientError("InvalidDBSubnetGroupStateFault",
+                                 f"Cannot delete the subnet group '{subnet_name}' because at least "
+                                 f"one database instance: {users[0]} is still using it.")
+        return original(self, subnet_name)
+
+    return delete_subnet_group
+
+
+def _install_rds() -> None:
+    from moto.rds.models import RDSBackend
+
+    if getattr(RDSBackend, "_exaprov_patched", False):
+        return
+    RDSBackend.create_db_instance = _rds_create(RDSBackend.create_db_instance)
+    RDSBackend.delete_db_instance = _rds_delete(RDSBackend.delete_db_instance)
+    RDSBackend.modify_db_instance = _rds_modify(RDSBackend.modify_db_instance)
+    RDSBackend.delete_subnet_group = _rds_delete_subnet_group(RDSBackend.delete_subnet_group)
+    # Every call that reads or changes an instance first applies the transitions now due.
+    for name in ("create_db_instance", "delete_db_instance", "modify_db_instance",
+                 "describe_db_instances", "reboot_db_instance", "stop_db_instance",
+                 "start_db_instance", "list_tags_for_resource", "add_tags_to_resource",
+                 "remove_tags_from_resource", "delete_subnet_group"):
+        setattr(RDSBackend, name, _rds_settled(getattr(RDSBackend, name)))
+    RDSBackend._exaprov_patched = True
+
+
+def _settle_nat_gateways(backend: Any) -> None:
+    now = _now()
+    for nat in list(backend.nat_gateways.values()):
+        due = getattr(nat, "_exaprov_due", None)
+        if due is None or now < due:
+            continue
+        nat._exaprov_due = None
+        nat.state = "deleted" if nat.state == "deleting" else "available"
+
+
+def _nat_settled(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with _transition_lock:
+            _settle_nat_gateways(self)
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _install_nat() -> None:
+    from moto.ec2.models.nat_gateways import NatGatewayBackend
+
+    if getattr(NatGatewayBackend, "_exaprov_patched", False):
+        return
+    original_create, original_delete = (NatGatewayBackend.create_nat_gateway,
+                                        NatGatewayBackend.delete_nat_gateway)
+
+    def create_nat_gateway(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nat = original_create(self, *args, **kwargs)
+        if _durations["nat_create"] > 0:
+            nat.state = "pending"  # EC2: `pending` for about two minutes, then `available`
+            nat._exaprov_due = _now() + _durations["nat_create"]
+        return nat
+
+    def delete_nat_gateway(self: Any, nat_gateway_id: str) -> Any:
+        nat = original_delete(self, nat_gateway_id)  # moto: `deleted` at once
+        if _durations["nat_delete"] > 0:
+            nat.state = "deleting"
+            nat._exaprov_due = _now() + _durations["nat_delete"]
+        return nat
+
+    NatGatewayBackend.create_nat_gateway = _nat_settled(create_nat_gateway)
+    NatGatewayBackend.delete_nat_gateway = _nat_settled(delete_nat_gateway)
+    NatGatewayBackend.describe_nat_gateways = _nat_settled(NatGatewayBackend.describe_nat_gateways)
+    NatGatewayBackend._exaprov_patched = True
+
+
+# -- the server --------------------------------------------------------------------------
+
+class _RequestLatency:
+    """WSGI middleware: holds every request for the model's round trip, and counts requests
+    by service (`GET /exaprov-emulator/requests` answers the counts as JSON)."""
+
+    PATH = "/exaprov-emulator/requests"
+
+    def __init__(self, app: Callable[..., Any]) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == self.PATH:
+            with self.lock:
+                body = json.dumps({"total": sum(self.counts.values()), "by_service": self.counts})
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body.encode()]
+        # The service is the 4th field of SigV4's credential scope: AK/date/region/service/...
+        match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+        service = match.group(1) if match else "unsigned"
+        with self.lock:
+            self.counts[service] = self.counts.get(service, 0) + 1
+        delay = round_trip()
+        if delay > 0:
+            time.sleep(delay)
+        return self.app(environ, start_response)
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost: the only addresses we may bind."""
     if host == "localhost":
@@ -1390,11 +1638,14 @@ def _write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, ready_file: Path | None = None) -> None:
+def serve(host: str = "127.0.0.1", port: int = 0, ready_file: Path | None = None,
+          latency_model: str | None = None, time_scale: float | None = None) -> None:
     """Serve the emulator in the foreground until SIGTERM/SIGINT, then shut down cleanly.
 
     With port 0 the OS picks a free port; the port actually bound is written to
-    `ready_file` once the socket listens, which is how a parent learns it.
+    `ready_file` once the socket listens, which is how a parent learns it. `latency_model`
+    (`none`, `aws`) and `time_scale` default to EXAPROV_EMULATOR_LATENCY_MODEL and
+    EXAPROV_EMULATOR_TIME_SCALE (see `latency_settings`).
     """
     if not is_loopback(host):
         raise InputError(f"the emulator only binds a loopback address, not {host!r}")
@@ -1407,10 +1658,10 @@ def serve(host: str = "127.0.0.1", port: int = 0, ready_file: Path | None = None
     except ImportError as exc:
         raise ExaprovError(MOTO_MISSING) from exc
 
-    # How long clusters and node groups stay CREATING/UPDATING/DELETING (default: instant).
-    configure_durations(**durations_from_env())
+    # How long resources take and each request's round trip (default: instant).
+    configure_durations(**latency_settings(latency_model, time_scale))
     install_extensions()
-    app = DomainDispatcherApplication(create_backend_app)
+    app = _RequestLatency(DomainDispatcherApplication(create_backend_app))
     server = make_server(host, port, app, threaded=True)
     bound = server.server_port
     # moto builds some URLs that point back at itself (e.g. SQS queue URLs) from this.
@@ -1448,6 +1699,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one")
     parser.add_argument("--ready-file", type=Path, default=None,
                         help="file the bound port is written to once listening")
+    parser.add_argument("--latency-model", choices=sorted(LATENCY_MODELS), default=None,
+                        help="how long resources take: none (instant, the default) or aws "
+                             "(the figures in benchmarks/README.md)")
+    parser.add_argument("--time-scale", type=float, default=None,
+                        help="multiply every duration and round trip by this (e.g. 0.0167 = 1/60)")
     args = parser.parse_args(argv)
     if not is_loopback(args.host):
         parser.error(f"--host {args.host}: not a loopback address; only 127.0.0.0/8, ::1 "
@@ -1455,7 +1711,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.port <= 65535:
         parser.error(f"--port {args.port}: not a port number")
     try:
-        serve(args.host, args.port, args.ready_file)
+        serve(args.host, args.port, args.ready_file, args.latency_model, args.time_scale)
     except ExaprovError as exc:
         print(f"exaprov emulator: {exc.message}", file=sys.stderr, flush=True)
         return exc.exit_code

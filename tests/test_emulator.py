@@ -292,6 +292,119 @@ def test_durations_from_env_and_validation() -> None:
         emulator.configure_durations(cluster_create=-1)
 
 
+def make_database(world: dict[str, Any], ident: str = "db1") -> dict[str, Any]:
+    rds = boto3.client("rds", region_name=REGION)
+    rds.create_db_subnet_group(DBSubnetGroupName="dbs", DBSubnetGroupDescription="db",
+                               SubnetIds=world["subnets"])
+    return rds.create_db_instance(DBInstanceIdentifier=ident, DBInstanceClass="db.t3.micro",
+                                  Engine="postgres", AllocatedStorage=20, MasterUsername="u",
+                                  MasterUserPassword="password123", DBSubnetGroupName="dbs")["DBInstance"]
+
+
+def db_status(ident: str = "db1") -> str:
+    rds = boto3.client("rds", region_name=REGION)
+    return str(rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]["DBInstanceStatus"])
+
+
+def test_database_is_creating_then_backing_up_then_available_and_deleting_for_minutes(
+        world: dict[str, Any], clock: Clock) -> None:
+    """Real RDS: `creating` for minutes (refusing changes), `backing-up` (already serving),
+    then `available`; a delete lists it `deleting` for minutes and its subnet group stays
+    in use until it is gone."""
+    rds = boto3.client("rds", region_name=REGION)
+    emulator.configure_durations(rds_create=270, rds_backup=60, rds_delete=300)
+    assert make_database(world)["DBInstanceStatus"] == "creating"
+    clock.advance(269)
+    assert db_status() == "creating"
+    with pytest.raises(ClientError) as exc:
+        rds.modify_db_instance(DBInstanceIdentifier="db1", AllocatedStorage=30, ApplyImmediately=True)
+    assert error_code(exc) == "InvalidDBInstanceState"
+    clock.advance(1)
+    assert db_status() == "backing-up"
+    clock.advance(60)
+    assert db_status() == "available"
+
+    rds.delete_db_instance(DBInstanceIdentifier="db1", SkipFinalSnapshot=True)
+    assert db_status() == "deleting"
+    with pytest.raises(ClientError) as exc:
+        rds.delete_db_instance(DBInstanceIdentifier="db1", SkipFinalSnapshot=True)
+    assert error_code(exc) == "InvalidDBInstanceState"
+    with pytest.raises(ClientError) as exc:
+        rds.delete_db_subnet_group(DBSubnetGroupName="dbs")
+    assert error_code(exc) == "InvalidDBSubnetGroupStateFault"
+    clock.advance(300)
+    assert rds.describe_db_instances()["DBInstances"] == []
+    rds.delete_db_subnet_group(DBSubnetGroupName="dbs")
+    assert rds.describe_db_subnet_groups()["DBSubnetGroups"] == []
+
+
+def test_nat_gateway_is_pending_then_available_and_deleting_then_deleted(
+        world: dict[str, Any], clock: Clock) -> None:
+    """Real EC2: a NAT gateway is `pending` for about two minutes, `deleting` for about one."""
+    ec2 = world["ec2"]
+    emulator.configure_durations(nat_create=120, nat_delete=60)
+    eip = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    nat_id = ec2.create_nat_gateway(SubnetId=world["subnets"][0], AllocationId=eip)[
+        "NatGateway"]["NatGatewayId"]
+
+    def state() -> str:
+        return str(ec2.describe_nat_gateways(NatGatewayIds=[nat_id])["NatGateways"][0]["State"])
+
+    assert state() == "pending"
+    clock.advance(119)
+    assert state() == "pending"
+    clock.advance(1)
+    assert state() == "available"
+    ec2.delete_nat_gateway(NatGatewayId=nat_id)
+    assert state() == "deleting"
+    clock.advance(60)
+    assert state() == "deleted"
+
+
+def test_instant_by_default(world: dict[str, Any]) -> None:
+    """Without a model the emulator answers as moto does: everything ready at once."""
+    assert make_database(world)["DBInstanceStatus"] == "available"
+    eip = world["ec2"].allocate_address(Domain="vpc")["AllocationId"]
+    nat = world["ec2"].create_nat_gateway(SubnetId=world["subnets"][0], AllocationId=eip)["NatGateway"]
+    assert world["ec2"].describe_nat_gateways(NatGatewayIds=[nat["NatGatewayId"]])[
+        "NatGateways"][0]["State"] == "available"
+    assert emulator.round_trip() == 0
+
+
+def test_latency_model_is_scaled_as_one() -> None:
+    settings = emulator.latency_settings("aws", 1 / 60, environ={})
+    emulator.configure_durations(**settings)
+    assert emulator.round_trip() == pytest.approx(0.1 / 60)
+    assert emulator._durations["cluster_create"] == pytest.approx(10)  # 10 minutes → 10 s
+    env = {"EXAPROV_EMULATOR_LATENCY_MODEL": "aws", "EXAPROV_EMULATOR_TIME_SCALE": "0.5",
+           "EXAPROV_EMULATOR_NAT_CREATE_SECONDS": "10"}
+    settings = emulator.latency_settings(environ=env)
+    assert (settings["scale"], settings["nat_create"], settings["cluster_create"]) == (0.5, 10.0, 600.0)
+    assert emulator.latency_settings(environ={}) == {"scale": 1.0}
+    for bad in ({"EXAPROV_EMULATOR_LATENCY_MODEL": "gcp"}, {"EXAPROV_EMULATOR_TIME_SCALE": "0"}):
+        with pytest.raises(InputError):
+            emulator.latency_settings(environ=bad)
+    with pytest.raises(InputError):
+        emulator.configure_durations(warp_drive=1)
+
+
+def test_request_path_counts_and_holds_requests_for_the_round_trip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request waits the model's round trip before moto answers; the counts by service
+    are served on a local path the benchmark reads."""
+    slept: list[float] = []
+    monkeypatch.setattr(emulator.time, "sleep", slept.append)
+    emulator.configure_durations(round_trip=0.25)
+    answered: list[str] = []
+    app = emulator._RequestLatency(lambda environ, start: answered.append(environ["PATH_INFO"]) or [b""])
+    auth = "AWS4-HMAC-SHA256 Credential=AK/20260101/us-west-1/eks/aws4_request, SignedHeaders=host"
+    app({"PATH_INFO": "/clusters", "HTTP_AUTHORIZATION": auth}, lambda *a: None)
+    app({"PATH_INFO": "/"}, lambda *a: None)
+    assert answered == ["/clusters", "/"] and slept == [0.25, 0.25]
+    body = app({"PATH_INFO": emulator._RequestLatency.PATH}, lambda *a: None)
+    assert __import__("json").loads(body[0]) == {"total": 2, "by_service": {"eks": 1, "unsigned": 1}}
+
+
 # -- version and config updates ---------------------------------------------------------
 
 def test_cluster_version_goes_one_minor_at_a_time(world: dict[str, Any]) -> None:

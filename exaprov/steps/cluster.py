@@ -189,7 +189,7 @@ def wait_for_cluster(ctx: StepContext, name: str, timeout: float = CLUSTER_CREAT
     eks = ctx.aws.client("eks")
     cluster = ctx.wait_until(f"cluster {name}", lambda: eks.describe_cluster(name=name)["cluster"],
                              lambda c: c["status"] in ("ACTIVE", "FAILED"), timeout=timeout,
-                             interval=30, describe=lambda c: c["status"])
+                             interval=10, describe=lambda c: c["status"])
     if cluster["status"] == "FAILED":
         ctx.run.writer.record(ctx.address("cluster"), status=FAILED)
         raise ExaprovError(f"cluster: EKS cluster {name} FAILED",
@@ -359,7 +359,7 @@ def _delete_and_wait(ctx: StepContext, name: str) -> None:
 def _wait_gone(ctx: StepContext, name: str) -> None:
     eks = ctx.aws.client("eks")
     ctx.wait_gone(f"cluster {name}", lambda: eks.describe_cluster(name=name)["cluster"]["status"],
-                  timeout=CLUSTER_DELETE_TIMEOUT, interval=20)
+                  timeout=CLUSTER_DELETE_TIMEOUT, interval=5)
 
 
 CLUSTER = Step("cluster", ("network", "iam", "kms", "logs", "security-groups"), ensure_cluster,

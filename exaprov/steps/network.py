@@ -407,7 +407,7 @@ def wait_for_nat(ctx: StepContext, nat_id: str) -> None:
     # Not yet listed right after the create: still creating.
     nat = ctx.wait_until(f"NAT gateway {nat_id}", lambda: describe_nat(ctx, nat_id, "pending"),
                          lambda n: n["State"] in ("available", "failed", "deleted"),
-                         timeout=NAT_CREATE_TIMEOUT, interval=10, describe=lambda n: n["State"])
+                         timeout=NAT_CREATE_TIMEOUT, interval=5, describe=lambda n: n["State"])
     if nat["State"] != "available":
         ctx.run.writer.record(ctx.address("nat"), status=FAILED)
         raise ExaprovError(f"nat: NAT gateway {nat_id} {nat['State']}: "
@@ -439,7 +439,7 @@ def _delete_nat(ctx: StepContext, nat_id: str) -> None:
     ec2.delete_nat_gateway(NatGatewayId=nat_id)
     ctx.wait_until(f"NAT gateway {nat_id} to delete",
                    lambda: describe_nat(ctx, nat_id, "deleted")["State"], lambda s: s == "deleted",
-                   timeout=NAT_DELETE_TIMEOUT, interval=10)
+                   timeout=NAT_DELETE_TIMEOUT, interval=5)
 
 
 # -- shared helpers -----------------------------------------------------------------

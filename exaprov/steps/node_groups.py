@@ -348,7 +348,7 @@ def wait_for_group(ctx: StepContext, name: str) -> dict[str, Any]:
         f"node group {name}",
         lambda: eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"],
         lambda g: g["status"] in ("ACTIVE", "DEGRADED") or g["status"].endswith("FAILED"),
-        timeout=NODEGROUP_CREATE_TIMEOUT, interval=15, describe=lambda g: g["status"])
+        timeout=NODEGROUP_CREATE_TIMEOUT, interval=5, describe=lambda g: g["status"])
     if group["status"].endswith("FAILED"):
         logical = group.get("tags", {}).get(TAG_RESOURCE, name)
         ctx.run.writer.record(ctx.address(logical), status=FAILED)
@@ -428,7 +428,7 @@ def _wait_deleted(ctx: StepContext, name: str) -> None:
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     ctx.wait_gone(f"node group {name}", lambda: eks.describe_nodegroup(
         clusterName=cluster, nodegroupName=name)["nodegroup"]["status"],
-        timeout=NODEGROUP_DELETE_TIMEOUT, interval=15)
+        timeout=NODEGROUP_DELETE_TIMEOUT, interval=5)
 
 
 def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
