@@ -30,13 +30,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import botocore.handlers
 import botocore.loaders
 import botocore.session
+import pytest
+from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iam.models import AWSManagedPolicy, IAMBackend
 
-from tests.census import normalise
-from tests.conftest import READ_PREFIXES, REGION
+from exaprov.state import LocalStateStore, State
+from tests.census import Census, census, normalise
+from tests.conftest import READ_PREFIXES, REGION, _managed_policy_data, cli, write_config
 
 TAG_RESOURCE = "exaprov:resource"
 # Parameters that name what a call acts on, in the order they appear in a key.
@@ -219,3 +224,87 @@ def shared_botocore_loader() -> Iterator[None]:
         yield
     finally:
         botocore.session.create_loader = original  # type: ignore[assignment]
+
+
+# -- the scenario both crash matrices run ----------------------------------------------
+
+# SPEC's example config with its cpu runner pool only: a second pool repeats the same
+# calls (launch template, node group, ASG tags) on another name, adding cases, not code
+# paths. The module-repository backend is on (the default).
+CONFIG: dict[str, Any] = {
+    "name": "example",
+    "cluster": {"runner_pools": [{"suffix": "cpu", "node_instance_category": "cpu",
+                                  "capacity_type": "SPOT", "node_instance_type": "m5.xlarge",
+                                  "disk_size": 100, "min_size": 1, "max_size": 4}]},
+}
+CLIENT_CIDR = "10.50.0.0/16"
+STATE_DIR = Path("state")
+
+
+def prepare_account_and_state() -> Census:
+    """A client VPC (with one route table besides its main one) recorded as a peer in an
+    otherwise empty state, and the config: what `exaprov init` + `exaprov peer` leave when
+    the deployment's resources do not exist (yet, or any more), so that one `up` builds the
+    whole stack and the peering. Returns the census of the account before."""
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc = ec2.create_vpc(CidrBlock=CLIENT_CIDR,
+                         TagSpecifications=[{"ResourceType": "vpc", "Tags": [
+                             {"Key": "Name", "Value": "client"}]}])["Vpc"]["VpcId"]
+    ec2.create_route_table(VpcId=vpc, TagSpecifications=[{"ResourceType": "route-table", "Tags": [
+        {"Key": "Name", "Value": "client-extra"}]}])
+    write_config(CONFIG)
+    state = State.new(CONFIG["name"], REGION)
+    state.data["peers"] = {vpc: {"route_table_ids": None, "region": None, "profile": None,
+                                 "cidrs": [CLIENT_CIDR]}}
+    LocalStateStore(STATE_DIR / f"{CONFIG['name']}.json").write(state)
+    return census()
+
+
+@contextmanager
+def isolated_aws() -> Iterator[None]:
+    """What conftest's autouse fixtures and `aws` give a test, for code that runs outside
+    any test (the matrices' reference runs, at collection): fake credentials, fast polls,
+    few managed policies, a fresh moto, a work folder of its own."""
+    with pytest.MonkeyPatch.context() as patch, memory_workdir() as work, shared_botocore_loader():
+        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
+                    "EXAPROV_CRASH_AT"):
+            patch.delenv(var, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        patch.setenv("AWS_CONFIG_FILE", str(work / "no-aws-config"))
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(work / "no-aws-credentials"))
+        patch.setenv("EXAPROV_TIME_SCALE", "0.001")
+        patch.setattr(IAMBackend, "_init_aws_policies", lambda self: [
+            AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
+            for name, data in _managed_policy_data().items()])
+        with mock_aws():
+            yield
+
+
+def run_ok(*command: str) -> None:
+    result = cli(*command)
+    assert result.exit_code == 0, result.output
+
+
+def recorded_calls(*command: str) -> list[str]:
+    """The keys of the successful mutating calls `command` makes."""
+    recorder = CrashAt()
+    with recorder.installed():
+        run_ok(*command)
+    return list(recorder.keys)
+
+
+def crash_then_rerun(command: tuple[str, ...], target: str) -> CrashAt:
+    """Run `command` until AWS has carried out `target`, "kill" it there, put the state
+    directory back as it was at that instant; then run `command` again to success."""
+    crash = CrashAt(target, STATE_DIR)
+    with crash.installed():
+        try:
+            cli(*command)
+        except SimulatedCrash:
+            pass  # the crash reached the main thread (a call it made after the walk)
+    assert crash.crashed, f"the run never reached {target}; calls made: {crash.keys}"
+    crash.restore()
+    run_ok(*command)
+    return crash
