@@ -49,7 +49,8 @@ LABEL_KEYS = ("name", "nodegroupName", "principalArn", "RoleName", "UserName", "
               "PolicyName", "AliasName", "logGroupName", "DBInstanceIdentifier",
               "DBSubnetGroupName", "Bucket", "SecretId", "LaunchTemplateName", "VpcId", "PeerVpcId",
               "GroupId", "RouteTableId", "SubnetId", "InternetGatewayId", "DestinationCidrBlock",
-              "NatGatewayId", "GatewayId", "VpcPeeringConnectionId")
+              "NatGatewayId", "GatewayId", "VpcPeeringConnectionId", "LaunchTemplateId",
+              "AllocationId", "AssociationId")
 _SECRET_SUFFIX = re.compile(r"-[A-Za-z0-9]{6}$")
 
 
@@ -78,6 +79,13 @@ class _Ec2Names:
                 return str(backend.vpcs[resource_id].cidr_block)
             if resource_id.startswith("rtb-"):
                 return f"table@{self.get(backend.route_tables[resource_id].vpc_id, 'vpc')}"
+            if resource_id.startswith("lt-"):
+                return str(backend.launch_templates[resource_id].name)
+            if resource_id.startswith("rtbassoc-"):
+                for table in backend.route_tables.values():
+                    subnet = table._associations.get(resource_id)
+                    if subnet:
+                        return f"{self.get(table.id, 'rtb')} <-> {self.get(subnet, 'subnet')}"
         except (KeyError, AttributeError):
             pass
         return default
