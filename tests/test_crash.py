@@ -44,6 +44,7 @@ from tests.crashing import (
 @dataclass(frozen=True)
 class Reference:
     calls: list[str]  # every successful mutating call of the uninterrupted `up`, in order
+    before: Census  # the account before `up`
     built: Census  # what it built: the census after `up` minus the census before
 
 
@@ -53,7 +54,7 @@ def reference() -> Reference:
     with isolated_aws():
         before = prepare_account_and_state()
         calls = recorded_calls("up", "--yes")
-        return Reference(calls, census() - before)
+        return Reference(calls, before, census() - before)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -97,7 +98,8 @@ def test_a_crash_after_any_call_of_up_is_finished_by_the_next_up(
     state file is what was on disk at that instant. The next `up` must adopt what that call
     made (found by tag, deterministic name or idempotency token) rather than make it twice,
     finish the rest, and `destroy` must then remove everything."""
-    before = prepare_account_and_state()
+    prepare_account_and_state(count=False)
+    before = reference().before
     crash_then_rerun(("up", "--yes"), up_call)
     after = census()
     assert after - before == reference().built, difference(reference().built, after - before)

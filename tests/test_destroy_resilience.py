@@ -21,7 +21,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.census import census, difference
+from tests.census import Census, census, difference
 from tests.conftest import REGION, cli
 from tests.crashing import (
     CONFIG,
@@ -39,12 +39,17 @@ DATABASE = "exafunction-mrbe-example-rds"
 
 
 @functools.cache
-def destroy_calls() -> list[str]:
-    """The successful mutating calls of one uninterrupted destroy of the stack."""
+def reference() -> tuple[list[str], Census]:
+    """The successful mutating calls of one uninterrupted destroy of the stack, and the
+    census of the account before `up` (the same in every test: prepared the same way)."""
     with isolated_aws():
-        prepare_account_and_state()
+        before = prepare_account_and_state()
         run_ok("up", "--yes")
-        return recorded_calls("destroy", "--yes")
+        return recorded_calls("destroy", "--yes"), before
+
+
+def destroy_calls() -> list[str]:
+    return reference()[0]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -87,7 +92,8 @@ def test_a_crash_after_any_call_of_destroy_is_finished_by_the_next_destroy(
     is what was on disk then (the resource may still be recorded although it is gone, or
     recorded as `deleting`). The next `destroy` counts "already gone" as done, finishes,
     and the account is as it was before `up`."""
-    before = prepare_account_and_state()
+    prepare_account_and_state(count=False)
+    before = reference()[1]
     run_ok("up", "--yes")
     crash_then_rerun(("destroy", "--yes"), destroy_call)
     assert census() == before, difference(before, census())
