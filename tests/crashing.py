@@ -220,6 +220,32 @@ def memory_workdir() -> Iterator[Path]:
             os.chdir(previous)
 
 
+_MOTO_LOCK = threading.RLock()
+
+
+@contextmanager
+def one_request_at_a_time() -> Iterator[None]:
+    """moto answers each in-process request with plain dicts, not thread-safe: a describe
+    iterating a backend's dict while another step's thread creates something raises
+    "RuntimeError: dictionary changed size during iteration" (seen once in ~130 runs:
+    DescribeSecurityGroupRules of peering beside CreateSecurityGroup of database-sg).
+    AWS answers each request atomically; so does moto with this lock (exaprov's steps
+    still run concurrently, only moto's handling of one request is not interleaved)."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    original = BotocoreStubber.process_request
+
+    def process_request(self: Any, request: Any) -> Any:
+        with _MOTO_LOCK:
+            return original(self, request)
+
+    BotocoreStubber.process_request = process_request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        BotocoreStubber.process_request = original  # type: ignore[method-assign]
+
+
 @contextmanager
 def shared_botocore_loader() -> Iterator[None]:
     """One botocore data loader for every session (exaprov makes a session per command):
@@ -274,7 +300,8 @@ def isolated_aws() -> Iterator[None]:
     """What conftest's autouse fixtures and `aws` give a test, for code that runs outside
     any test (the matrices' reference runs, at collection): fake credentials, fast polls,
     few managed policies, a fresh moto, a work folder of its own."""
-    with pytest.MonkeyPatch.context() as patch, memory_workdir() as work, shared_botocore_loader():
+    with pytest.MonkeyPatch.context() as patch, memory_workdir() as work, shared_botocore_loader(), \
+            one_request_at_a_time():
         for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
                     "EXAPROV_CRASH_AT"):
             patch.delenv(var, raising=False)

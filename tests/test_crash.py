@@ -34,6 +34,7 @@ from tests.crashing import (
     crash_then_rerun,
     isolated_aws,
     memory_workdir,
+    one_request_at_a_time,
     prepare_account_and_state,
     recorded_calls,
     run_ok,
@@ -65,7 +66,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(autouse=True)
 def _fast_clients() -> Iterator[None]:
-    with shared_botocore_loader():
+    with shared_botocore_loader(), one_request_at_a_time():
         yield
 
 
