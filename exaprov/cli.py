@@ -228,8 +228,11 @@ def status(output: str, **kw: Any) -> None:
 @main.command()
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--disable-deletion-protection", is_flag=True,
+              help="Turn off the database's DeletionProtection and delete it (its data is lost); "
+                   "without it, a protected database stops destroy before anything is deleted.")
 @handle_errors
-def destroy(yes: bool, **kw: Any) -> None:
+def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
     """Delete everything the deployment created, dependants first."""
     from exaprov import render
 
@@ -239,7 +242,8 @@ def destroy(yes: bool, **kw: Any) -> None:
         click.echo("Nothing deleted.", err=True)
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
-        result = deployment.destroy(reporter=reporter)
+        result = deployment.destroy(reporter=reporter,
+                                    disable_deletion_protection=disable_deletion_protection)
     _finish(result, "destroy")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from exaprov import engine
 from exaprov.config import Config, load_config, parse_config
-from exaprov.errors import InputError, StateError
+from exaprov.errors import ExaprovError, InputError, StateError
 from exaprov.state import (
     LocalStateStore,
     State,
@@ -160,18 +160,39 @@ class Deployment:
         return engine.apply(STEPS, run)
 
     def destroy(self, reporter: engine.Reporter | None = None,
-                cancel: CancelToken | None = None) -> engine.RunResult:
+                cancel: CancelToken | None = None,
+                disable_deletion_protection: bool = False) -> engine.RunResult:
         from exaprov.steps import STEPS
 
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             writer = StateWriter(self.store, state, dry_run=not self._state_exists(state))
             self.check_account(state, None)
+            self._check_deletion_protection(state, disable_deletion_protection)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
             result = engine.destroy(STEPS, run)
             if not result.failed:
                 writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
             return result
+
+    def _check_deletion_protection(self, state: State, disable: bool) -> None:
+        """F21, before any delete: a protected database stops the whole destroy (or, with the
+        user's explicit flag, loses its protection first)."""
+        from exaprov.steps.database import disable_deletion_protection, protected_databases
+
+        protected = protected_databases(self.cfg, state, self.aws)
+        if protected and not disable:
+            names = ", ".join(protected)
+            raise ExaprovError(
+                f"destroy: the RDS instance {names} has DeletionProtection on; nothing was deleted",
+                hint="if its data may go, run `exaprov destroy --disable-deletion-protection`, or "
+                     f"turn it off yourself (aws rds modify-db-instance --db-instance-identifier "
+                     f"{protected[0]} --no-deletion-protection --apply-immediately) and run "
+                     "`exaprov destroy` again")
+        for ident in protected:
+            log.warning("turning off DeletionProtection of RDS instance %s (--disable-deletion-"
+                        "protection)", ident)
+            disable_deletion_protection(self.aws, ident)
 
     def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
              region: str | None = None, profile: str | None = None,

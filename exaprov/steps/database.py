@@ -399,13 +399,41 @@ def destroy_database(ctx: StepContext) -> None:
             raise ExaprovError(
                 f"{ctx.step}: RDS instance {ident} has DeletionProtection on; exaprov deletes "
                 "nothing of the database while it is", hint=(
-                    "if its data may go, turn it off: aws rds modify-db-instance "
-                    f"--db-instance-identifier {ident} --no-deletion-protection --apply-immediately; "
-                    "then run the command again"))
+                    "if its data may go: `exaprov destroy --disable-deletion-protection`, or turn "
+                    f"it off yourself: aws rds modify-db-instance --db-instance-identifier {ident} "
+                    "--no-deletion-protection --apply-immediately; then run the command again"))
         ctx.delete("instance", KIND, ident, lambda i: _delete_database(ctx, i),
                    detail=f"DATA LOSS: database {ident} and its data")
     for logical in ctx.recorded_logicals():  # recorded, but already gone from AWS
         ctx.forget(logical)
+
+
+def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
+    """The deployment's RDS instances that have DeletionProtection on (F21).
+
+    `destroy` asks this before anything is deleted: refusing then, rather than when the
+    database step reaches the instance, leaves the rest of the deployment whole instead of
+    half deleted around a database that stays."""
+    recorded = (state.resources.get("database.instance") or {}).get("id")
+    idents = {recorded} | ({_identifier(cfg)} if _enabled(cfg) else set())
+    protected = []
+    for ident in sorted(i for i in idents if i and not is_unknown(i)):
+        try:
+            db = aws.rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
+        except ClientError as exc:
+            if is_not_found(exc):
+                continue
+            raise
+        ours = tag_dict(db.get("TagList")).get(TAG_DEPLOYMENT) == cfg.name or ident == recorded
+        if ours and db.get("DeletionProtection") and db["DBInstanceStatus"] != "deleting":
+            protected.append(ident)
+    return protected
+
+
+def disable_deletion_protection(aws: Any, ident: str) -> None:
+    """What `destroy --disable-deletion-protection` does first: the user's explicit consent."""
+    aws.rds.modify_db_instance(DBInstanceIdentifier=ident, DeletionProtection=False,
+                               ApplyImmediately=True)
 
 
 def _delete_database(ctx: StepContext, ident: str) -> None:

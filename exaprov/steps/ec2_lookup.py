@@ -16,7 +16,7 @@ from typing import Any
 
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, StepContext
-from exaprov.errors import ExaprovError
+from exaprov.errors import AwsError, ExaprovError, is_not_found
 
 # operation -> (result key, ID key, ID filter name, filter parameter name)
 EC2_TYPES: dict[str, tuple[str, str, str, str]] = {
@@ -28,8 +28,8 @@ EC2_TYPES: dict[str, tuple[str, str, str, str]] = {
     "describe_addresses": ("Addresses", "AllocationId", "allocation-id", "Filters"),
     "describe_nat_gateways": ("NatGateways", "NatGatewayId", "nat-gateway-id", "Filter"),
     "describe_security_groups": ("SecurityGroups", "GroupId", "group-id", "Filters"),
-    "describe_launch_templates": ("LaunchTemplates", "LaunchTemplateId",
-                                  "launch-template-id", "Filters"),
+    # DescribeLaunchTemplates has no ID filter (only LaunchTemplateIds, which fails on a gone ID).
+    "describe_launch_templates": ("LaunchTemplates", "LaunchTemplateId", "", "Filters"),
     "describe_vpc_peering_connections": ("VpcPeeringConnections", "VpcPeeringConnectionId",
                                          "vpc-peering-connection-id", "Filters"),
 }
@@ -51,8 +51,10 @@ class Ec2Items:
         seen = {i[self.id_key] for i in items}
         lost = sorted({rec["id"] for rec in ctx.run.state.step_resources(ctx.step).values()
                        if rec.get("kind") == kind and rec.get("id") and rec["id"] not in seen})
-        if lost:
+        if lost and id_filter:
             items += _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": lost}])
+        elif lost:
+            items += _by_ids(ctx, operation, key, self.id_key + "s", lost)
         # Deleted NAT gateways and peerings stay visible for a while; they are history.
         self.items = [i for i in items if i.get("State") not in gone]
 
@@ -98,6 +100,20 @@ def _describe(ctx: StepContext, operation: str, key: str, param: str,
     if operation in _PAGINATED:
         return ctx.call(lambda: paginate(ec2, operation, key, **{param: filters}))
     return ctx.call(lambda: getattr(ec2, operation)(**{param: filters}))[key]
+
+
+def _by_ids(ctx: StepContext, operation: str, key: str, ids_param: str,
+            ids: list[str]) -> list[dict[str, Any]]:
+    """One describe per ID (for types without an ID filter): a gone ID is no error."""
+    found: list[dict[str, Any]] = []
+    for resource_id in ids:
+        try:
+            found += ctx.call(lambda i=resource_id: getattr(ctx.aws.ec2, operation)(
+                **{ids_param: [i]}))[key]
+        except AwsError as exc:
+            if exc.__cause__ is None or not is_not_found(exc.__cause__):
+                raise
+    return found
 
 
 def tag_specs(ctx: StepContext, resource_type: str, logical: str, name: str | None = None,

@@ -197,6 +197,7 @@ def ensure_route_table(ctx: StepContext, tables: Ec2Items, logical: str, vpc_id:
         rt_id = ctx.create(logical, "ec2:route-table", lambda token: _retry_new(
             ctx, "VPC", lambda: ec2.create_route_table(
                 VpcId=vpc_id, TagSpecifications=tag_specs(ctx, "route-table", logical, name),
+                ClientToken=token,  # the intent's token: a retried create returns the same table
             ))["RouteTable"]["RouteTableId"], name=name)
         table = {"RouteTableId": rt_id, "Routes": [], "Associations": []}
     else:
