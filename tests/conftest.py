@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
 from pathlib import Path
@@ -119,6 +121,29 @@ def tagged(ec2: Any, operation: str, key: str, name: str = "example",
     items = getattr(ec2, operation)(**{filter_param: [
         {"Name": "tag:exaprov:deployment", "Values": [name]}]})[key]
     return [i for i in items if i.get("State") not in ("deleted", "deleting")]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Test folders on tmpfs where there is one: exaprov fsyncs its state file on every
+    record (~100 per `up`), most of an in-process run's time on a busy disk. Durability
+    itself is tested in test_state.py with the calls, not the disk. (xdist workers get a
+    folder under the controller's.)"""
+    shm = Path("/dev/shm")
+    if config.option.basetemp or hasattr(config, "workerinput") or not shm.is_dir():
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix="exaprov-tests-", dir=shm)
+    config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _moto_like_aws() -> Iterator[None]:
+    """moto handles one in-process request at a time (AWS answers each atomically; moto's
+    dicts are not thread-safe), and every botocore session shares one data loader (test
+    speed: exaprov makes a session per command). See tests/crashing.py."""
+    from tests.crashing import one_request_at_a_time, shared_botocore_loader
+
+    with shared_botocore_loader(), one_request_at_a_time():
+        yield
 
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
