@@ -37,7 +37,7 @@ import model  # noqa: E402  (the benchmark's own module, next to this file)
 
 HERE = Path(__file__).resolve().parent
 REGION = "us-west-1"
-DEFAULT_SCALE = 1 / 10
+DEFAULT_SCALE = 1 / 5
 TARGETS = {  # figure: (ratio, at most)
     "up / bound": 1.05, "up / terraform": 0.85, "destroy / bound": 1.10,
     "up 20 pools / up 2 pools": 1.15, "--help / import click": 2.5,
@@ -259,7 +259,7 @@ def table(out: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
-                        help="emulated time per AWS second (default 1/10: a 10-minute cluster takes 60 s)")
+                        help="emulated time per AWS second (default 1/5: a 10-minute cluster takes 2 min)")
     parser.add_argument("--json", type=Path, default=HERE / "results.json", help="where to write the figures")
     args = parser.parse_args(argv)
     if not 0 < args.scale <= 1:
