@@ -29,17 +29,21 @@ REGION = "us-west-1"
 
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_environment(monkeypatch, tmp_path)
+
+
+def isolate_environment(patch: pytest.MonkeyPatch, folder: Path) -> None:
     """Fake credentials, no real endpoint, no profile: nothing can reach real AWS."""
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
                 "EXAPROV_CRASH_AT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+        patch.delenv(var, raising=False)
+    patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    patch.setenv("AWS_DEFAULT_REGION", REGION)
+    patch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
+    patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
     # Polls and retries run 1000x faster than against AWS (the time-scale testing knob).
-    monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.001")
+    patch.setenv("EXAPROV_TIME_SCALE", "0.001")
 
 
 class CallLog:

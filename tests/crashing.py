@@ -41,7 +41,14 @@ from moto.iam.models import AWSManagedPolicy, IAMBackend
 
 from exaprov.state import LocalStateStore, State
 from tests.census import Census, census, normalise
-from tests.conftest import READ_PREFIXES, REGION, _managed_policy_data, cli, write_config
+from tests.conftest import (
+    READ_PREFIXES,
+    REGION,
+    _managed_policy_data,
+    cli,
+    isolate_environment,
+    write_config,
+)
 
 TAG_RESOURCE = "exaprov:resource"
 # Parameters that name what a call acts on, in the order they appear in a key.
@@ -302,15 +309,7 @@ def isolated_aws() -> Iterator[None]:
     few managed policies, a fresh moto, a work folder of its own."""
     with pytest.MonkeyPatch.context() as patch, memory_workdir() as work, shared_botocore_loader(), \
             one_request_at_a_time():
-        for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
-                    "EXAPROV_CRASH_AT"):
-            patch.delenv(var, raising=False)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_CONFIG_FILE", str(work / "no-aws-config"))
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(work / "no-aws-credentials"))
-        patch.setenv("EXAPROV_TIME_SCALE", "0.001")
+        isolate_environment(patch, work)
         patch.setattr(IAMBackend, "_init_aws_policies", lambda self: [
             AWSManagedPolicy.from_data(name, self.account_id, self.region_name, data)
             for name, data in _managed_policy_data().items()])

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +32,9 @@ from tests.census import Census, census, difference
 from tests.crashing import (
     crash_then_rerun,
     isolated_aws,
-    memory_workdir,
-    one_request_at_a_time,
     prepare_account_and_state,
     recorded_calls,
     run_ok,
-    shared_botocore_loader,
 )
 
 
@@ -62,19 +58,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "up_call" in metafunc.fixturenames:
         calls = sorted(set(reference().calls))
         metafunc.parametrize("up_call", calls, ids=calls)
-
-
-@pytest.fixture(autouse=True)
-def _fast_clients() -> Iterator[None]:
-    with shared_botocore_loader(), one_request_at_a_time():
-        yield
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """conftest's `workdir`, on tmpfs (see memory_workdir)."""
-    with memory_workdir() as work:
-        yield work
 
 
 def test_the_matrix_covers_every_part_of_the_stack() -> None:

@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,9 @@ from tests.crashing import (
     CONFIG,
     crash_then_rerun,
     isolated_aws,
-    memory_workdir,
-    one_request_at_a_time,
     prepare_account_and_state,
     recorded_calls,
     run_ok,
-    shared_botocore_loader,
 )
 
 CLUSTER = "exafunction-cluster-example"
@@ -79,19 +75,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "destroy_call" in metafunc.fixturenames:
         calls = sorted(set(destroy_calls())) if os.environ.get(FULL_MATRIX) else sample(destroy_calls())
         metafunc.parametrize("destroy_call", calls, ids=calls)
-
-
-@pytest.fixture(autouse=True)
-def _fast_clients() -> Iterator[None]:
-    with shared_botocore_loader(), one_request_at_a_time():
-        yield
-
-
-@pytest.fixture
-def workdir() -> Iterator[Path]:
-    """conftest's `workdir`, on tmpfs (see memory_workdir)."""
-    with memory_workdir() as work:
-        yield work
 
 
 def state_outputs() -> dict[str, Any]:
