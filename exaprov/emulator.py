@@ -1589,14 +1589,16 @@ def _install_nat() -> None:
 # -- the server --------------------------------------------------------------------------
 
 class _RequestLatency:
-    """WSGI middleware: holds every request for the model's round trip, and counts requests
-    by service (`GET /exaprov-emulator/requests` answers the counts as JSON)."""
+    """WSGI middleware: holds every request for the model's round trip, lets moto handle one
+    at a time, and counts requests by service (`GET /exaprov-emulator/requests` answers the
+    counts as JSON)."""
 
     PATH = "/exaprov-emulator/requests"
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
         self.lock = threading.Lock()
+        self.moto_lock = threading.Lock()
         self.counts: dict[str, int] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -1613,7 +1615,11 @@ class _RequestLatency:
         delay = round_trip()
         if delay > 0:
             time.sleep(delay)
-        return self.app(environ, start_response)
+        # AWS answers each request atomically; moto's backends are plain dicts and the server
+        # is threaded (a describe racing a create can raise "dictionary changed size during
+        # iteration"). Round trips overlap; moto's work does not.
+        with self.moto_lock:
+            return self.app(environ, start_response)
 
 
 def is_loopback(host: str) -> bool:
