@@ -126,30 +126,40 @@ def test_a_dependency_that_never_clears_is_reported_and_state_kept(
     assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
 
 
+class CtrlCWhileNatWaits:
+    """The NAT gateway shows `nat_state` (AWS holds it there for minutes) and the first poll
+    waiting on it gets a Ctrl-C: SIGINT to the main thread, as the terminal sends it.
+    `settle()`: the minutes have passed, EC2 shows the real state again."""
+
+    def __init__(self, hooks: Any, nat_state: str) -> None:
+        self.interrupted = False
+        self.holding = True
+
+        def ctrl_c(params: Any, **_: Any) -> None:
+            waiting = any(f["Name"] == "nat-gateway-id" for f in params.get("Filter", []))
+            if waiting and not self.interrupted:
+                self.interrupted = True
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+        def hold(parsed: Any, **_: Any) -> None:
+            for nat in parsed.get("NatGateways", []) if self.holding else []:
+                nat["State"] = nat_state
+
+        hooks(ctrl_c, "before-parameter-build.ec2.DescribeNatGateways")
+        hooks(hold, "after-call.ec2.DescribeNatGateways")
+
+    def settle(self) -> None:
+        self.holding = False
+
+
 def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
         workdir: Path, ec2: Any, hooks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """F25: a NAT gateway stays `pending` for minutes on AWS; Ctrl-C while exaprov waits
     records what was made and exits 130 with a message to run again."""
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.05")  # a 30 s bound: the wait outlasts the signal
-    interrupted = []
-
-    def still_pending(params: Any, **_: Any) -> None:
-        waiting = any(f["Name"] == "nat-gateway-id" for f in params.get("Filter", []))
-        if waiting and not interrupted:
-            interrupted.append(True)
-            # What the terminal's Ctrl-C does: SIGINT to the main thread.
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    first_run = [True]
-
-    def pending_nat(parsed: Any, model: Any, **_: Any) -> None:
-        for nat in parsed.get("NatGateways", []) if first_run[0] else []:
-            nat["State"] = "pending"
-
-    hooks(still_pending, "before-parameter-build.ec2.DescribeNatGateways")
-    hooks(pending_nat, "after-call.ec2.DescribeNatGateways")
+    nat = CtrlCWhileNatWaits(hooks, "pending")
     result = cli("up", "--yes")
-    first_run[0] = False  # the minutes have passed: the NAT gateway is available now
+    nat.settle()
     assert result.exit_code == 130, result.output
     assert "Run `exaprov up` again to continue" in result.output
     assert "Traceback" not in result.output
@@ -168,24 +178,9 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
         {"suffix": "cpu", "node_instance_type": "m5.xlarge", "min_size": 0, "max_size": 1}]}})
     assert cli("up", "--yes").exit_code == 0
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")  # a 6 s bound: the wait outlasts the signal
-    interrupted = []
-
-    def ctrl_c(params: Any, **_: Any) -> None:
-        waiting = any(f["Name"] == "nat-gateway-id" for f in params.get("Filter", []))
-        if waiting and not interrupted:
-            interrupted.append(True)
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    first_run = [True]
-
-    def deleting(parsed: Any, **_: Any) -> None:
-        for nat in parsed.get("NatGateways", []) if first_run[0] else []:
-            nat["State"] = "deleting"
-
-    hooks(ctrl_c, "before-parameter-build.ec2.DescribeNatGateways")
-    hooks(deleting, "after-call.ec2.DescribeNatGateways")
+    nat = CtrlCWhileNatWaits(hooks, "deleting")
     result = cli("destroy", "--yes")
-    first_run[0] = False  # the minute has passed: the NAT gateway is deleted now
+    nat.settle()
     assert result.exit_code == 130, result.output
     assert [line for line in result.output.splitlines() if "Interrupted" in line] == [
         "Interrupted: running steps were recorded and the state saved. Run `exaprov destroy` "
