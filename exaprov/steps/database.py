@@ -383,19 +383,26 @@ def _planned_outputs(ctx: StepContext, ident: str) -> dict[str, Any]:
             "rds_password_secret_arn": pending, "rds_engine_version": backend.postgres_version}
 
 
+def _known_identifiers(cfg: Any, recorded: str | None) -> list[str]:
+    """The config's instance and the recorded one: with `module_repo_backend: null`, or after
+    an exadeploy_id change, the recorded identifier is the only one that finds it."""
+    idents = {recorded} | ({_identifier(cfg)} if _enabled(cfg) else set())
+    return sorted(i for i in idents if i and not is_unknown(i))
+
+
+def _protected(db: dict[str, Any]) -> bool:
+    return bool(db.get("DeletionProtection")) and db["DBInstanceStatus"] != "deleting"
+
+
 def destroy_database(ctx: StepContext) -> None:
-    # The recorded identifier too: with `module_repo_backend: null` it is the only one known.
-    idents = {ctx.recorded_id("instance")}
-    if ctx.cfg.module_repo_backend is not None:
-        idents.add(_identifier(ctx.cfg))
-    for ident in sorted(i for i in idents if i and not is_unknown(i)):
+    for ident in _known_identifiers(ctx.cfg, ctx.recorded_id("instance")):
         db = find_database(ctx, ident)
         if db is None:
             continue
         if not _is_ours(ctx, db):
             ctx.report(f"leaving RDS instance {ident} alone: it is not this deployment's")
             continue
-        if db.get("DeletionProtection") and db["DBInstanceStatus"] != "deleting":
+        if _protected(db):  # `destroy` checked first; this is `up` dropping the backend
             raise ExaprovError(
                 f"{ctx.step}: RDS instance {ident} has DeletionProtection on; exaprov deletes "
                 "nothing of the database while it is", hint=(
@@ -415,9 +422,8 @@ def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
     database step reaches the instance, leaves the rest of the deployment whole instead of
     half deleted around a database that stays."""
     recorded = (state.resources.get("database.instance") or {}).get("id")
-    idents = {recorded} | ({_identifier(cfg)} if _enabled(cfg) else set())
     protected = []
-    for ident in sorted(i for i in idents if i and not is_unknown(i)):
+    for ident in _known_identifiers(cfg, recorded):
         try:
             db = aws.rds.describe_db_instances(DBInstanceIdentifier=ident)["DBInstances"][0]
         except ClientError as exc:
@@ -425,7 +431,7 @@ def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
                 continue
             raise
         ours = tag_dict(db.get("TagList")).get(TAG_DEPLOYMENT) == cfg.name or ident == recorded
-        if ours and db.get("DeletionProtection") and db["DBInstanceStatus"] != "deleting":
+        if ours and _protected(db):
             protected.append(ident)
     return protected
 
