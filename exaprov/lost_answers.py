@@ -43,18 +43,20 @@ def is_lost(response: Any, caught: BaseException | None) -> bool:
     """For botocore's `needs-retry` arguments: did this attempt maybe happen in AWS?"""
     if caught is not None:
         return isinstance(caught, (ConnectionClosedError, ReadTimeoutError))
-    if not response:
+    if not response or response[0] is None:
         return False
     http, parsed = response
-    code = (parsed or {}).get("Error", {}).get("Code")
-    return http is not None and http.status_code >= 500 and code not in THROTTLED
+    return _maybe_done(http.status_code, (parsed or {}).get("Error", {}).get("Code"))
 
 
 def was_lost(exc: BaseException) -> bool:
     """For the error a create raised."""
-    if isinstance(exc, (ConnectionClosedError, ReadTimeoutError)):
-        return True
     if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 and exc.response.get("Error", {}).get("Code") not in THROTTLED
-    return False
+        return _maybe_done(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0),
+                           exc.response.get("Error", {}).get("Code"))
+    return is_lost(None, exc)
+
+
+def _maybe_done(status: int, code: str | None) -> bool:
+    """A 5xx may come after AWS did the work; a throttling answer never does."""
+    return status >= 500 and code not in THROTTLED
