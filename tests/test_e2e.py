@@ -77,9 +77,11 @@ def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_serve
 def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # The emulator keeps the cluster and node groups CREATING for a while, as EKS does (for
-    # minutes), so the installed command really polls and reports its waits.
-    monkeypatch.setenv("EXAPROV_EMULATOR_CLUSTER_CREATE_SECONDS", "1")
-    monkeypatch.setenv("EXAPROV_EMULATOR_NODEGROUP_CREATE_SECONDS", "0.5")
+    # minutes), so the installed command really polls and reports its waits. Long enough that
+    # the first describe after the create still sees CREATING on a loaded CI machine (at 0.5 s
+    # a node group was once ACTIVE by then, and rightly nothing waited for it).
+    monkeypatch.setenv("EXAPROV_EMULATOR_CLUSTER_CREATE_SECONDS", "2")
+    monkeypatch.setenv("EXAPROV_EMULATOR_NODEGROUP_CREATE_SECONDS", "2")
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")
     run("init", cwd=tmp_path)
     try:
