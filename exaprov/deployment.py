@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaprov import engine
+from exaprov import engine, identity
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
 from exaprov.state import (
@@ -143,6 +143,7 @@ class Deployment:
 
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
+            identity.refuse_renames(self.cfg, state)
             writer = StateWriter(self.store, state)
             self.check_account(state, writer)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
@@ -154,6 +155,7 @@ class Deployment:
         from exaprov.steps import STEPS
 
         state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
+        identity.refuse_renames(self.cfg, state)
         self.check_account(state, None)
         run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state, dry_run=True),
                          engine.Mode.PLAN, reporter)
@@ -167,6 +169,7 @@ class Deployment:
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             writer = StateWriter(self.store, state, dry_run=not self._state_exists(state))
+            self.cfg = identity.as_built(self.cfg, state)
             self.check_account(state, None)
             self._check_deletion_protection(state, disable_deletion_protection)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)

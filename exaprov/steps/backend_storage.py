@@ -165,7 +165,6 @@ def _version_token(key_id: str) -> str:
 def ensure_backend_user(ctx: StepContext) -> dict[str, Any]:
     iam, sm = ctx.aws.client("iam"), ctx.aws.client("secretsmanager")
     name, sname = user_name(ctx), secret_name(ctx)
-    _retire_renamed_user(ctx, name)
 
     # The user.
     tags = ctx.tags("user", name=name)
@@ -268,18 +267,6 @@ def ensure_backend_user(ctx: StepContext) -> dict[str, Any]:
     ctx.forget(STALE_KEY)
     return {"iam_user_name": name, "iam_user_arn": arn, "access_key_id": key_id,
             "secret_access_key_secret_arn": secret_arn}
-
-
-def _retire_renamed_user(ctx: StepContext, name: str) -> None:
-    """A changed exadeploy_id renames the user: the old one (and its keys) goes first."""
-    old = (ctx.recorded("user") or {}).get("name")
-    if not old or old == name:
-        return
-    user = find_user(ctx, old)
-    if user is not None and user_is_ours(ctx, user):
-        _delete_user(ctx, old, user, detail=f"{old}: module_repo_backend.exadeploy_id changed")
-    else:
-        ctx.forget("user")
 
 
 def _delete_user(ctx: StepContext, name: str, user: dict[str, Any], detail: str) -> None:

@@ -250,9 +250,12 @@ def associate(ctx: StepContext, rt_id: str, subnet_id: str) -> None:
 
 
 def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str]) -> str:
-    """RDS subnet groups have deterministic names, so they are found by name, not tag."""
+    """RDS subnet groups have deterministic names, so they are found by name, not tag. A group
+    keeps the name it was made with: RDS cannot rename it, and moving the instance to another
+    group is an outage (ModifyDBInstance), so a changed `network.vpc_name` renames only Name tags."""
     rds = ctx.aws.rds
-    name = ctx.cfg.network.vpc_name.lower()  # RDS stores subnet group names in lower case
+    # RDS stores subnet group names in lower case.
+    name = (ctx.recorded("db-subnet-group") or {}).get("name") or ctx.cfg.network.vpc_name.lower()
     group = find_db_subnet_group(ctx, name, via_instance=True)
     if group is None:
         ctx.create("db-subnet-group", "rds:db-subnet-group", lambda token: rds.create_db_subnet_group(
