@@ -151,6 +151,10 @@ def _moto_like_aws() -> Iterator[None]:
 
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+# moto builds ~1,300 default AMIs (us-west-1) for every EC2 backend it makes, anew at
+# every mock_aws reset (about a second a test). Nothing exaprov does reads an AMI: node
+# groups name an AMI type, and the emulator's instances fall back to a placeholder image.
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
 emulator.install_extensions()  # what EKS does and moto does not, for every test
 
 # The AWS managed policies exaprov attaches. moto rejects attaching one it does not have,

@@ -65,6 +65,30 @@ class SimulatedCrash(BaseException):
     """Stands for SIGKILL: not an Exception, so no `except Exception` in exaprov handles it."""
 
 
+# Node groups differ only in name: one code path, so one of them stands for all of them.
+_NODE_GROUPS = re.compile(r"(default|scheduler|module-repository|prometheus|runner-\w+)\b")
+FULL_MATRIX = "EXAPROV_FULL_CRASH_MATRIX"
+
+
+def matrix_cases(calls: list[str]) -> list[str]:
+    """The cases of a crash matrix: one per operation and kind of thing it acts on (`sample`),
+    or every call with EXAPROV_FULL_CRASH_MATRIX=1."""
+    return sorted(set(calls)) if os.environ.get(FULL_MATRIX) else sample(calls)
+
+
+def sample(calls: list[str]) -> list[str]:
+    """One case per operation and kind of thing it acts on. Calls that differ only in a
+    number (subnet 1-3, the n-th rule of one group, the n-th policy of one role) or in which
+    node group they act on run the same code on the same kind of resource: the first in
+    sorted order stands for them."""
+    chosen: dict[str, str] = {}
+    for call in sorted(set(calls)):
+        operation, label = call.split("(", 1)
+        label = _NODE_GROUPS.sub("<group>", re.sub(r"#\d+$", "", label).rstrip(")"))
+        chosen.setdefault(f"{operation}({re.sub(r'-?[0-9]+', '', label.split(' ')[0])}", call)
+    return sorted(chosen.values())
+
+
 def is_mutating(operation: str) -> bool:
     return not operation.startswith(READ_PREFIXES)
 

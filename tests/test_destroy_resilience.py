@@ -4,7 +4,8 @@ tests/crashing.py (network, cluster, node groups, backend, one peering):
 - a crash after a mutating call of `destroy` → the next `destroy` finishes, and the
   account holds exactly what it held before `up` (the calls come from one uninterrupted
   destroy at collection, like tests/test_crash.py's; one case per operation and kind of
-  resource, see `sample`, or every call with EXAPROV_FULL_DESTROY_MATRIX=1);
+  resource, see tests/crashing.py's `sample` (69 calls → 40 cases), or every call with
+  EXAPROV_FULL_CRASH_MATRIX=1);
 - resources already deleted by hand are no obstacle;
 - what Kubernetes made in the VPC (a load balancer, its security group, a detached CNI
   network interface) goes before the network;
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from tests.crashing import (
     CONFIG,
     crash_then_rerun,
     isolated_aws,
+    matrix_cases,
     prepare_account_and_state,
     recorded_calls,
     run_ok,
@@ -52,28 +52,9 @@ def destroy_calls() -> list[str]:
     return reference()[0]
 
 
-# Node groups differ only in name: one code path, so one of them stands for all five.
-_NODE_GROUPS = re.compile(r"(default|scheduler|module-repository|prometheus|runner-\w+)\b")
-FULL_MATRIX = "EXAPROV_FULL_DESTROY_MATRIX"
-
-
-def sample(calls: list[str]) -> list[str]:
-    """One case per operation and kind of thing it acts on. Calls that differ only in a
-    number (subnet 1-3, the n-th rule of one group, the n-th policy of one role) or in which
-    node group they act on run the same code on the same kind of resource: the first in
-    sorted order stands for them. 69 calls → 40 cases; `EXAPROV_FULL_DESTROY_MATRIX=1` runs
-    every call (all pass; ~3 min more on 2 cores)."""
-    chosen: dict[str, str] = {}
-    for call in sorted(set(calls)):
-        operation, label = call.split("(", 1)
-        label = _NODE_GROUPS.sub("<group>", re.sub(r"#\d+$", "", label).rstrip(")"))
-        chosen.setdefault(f"{operation}({re.sub(r'-?[0-9]+', '', label.split(' ')[0])}", call)
-    return sorted(chosen.values())
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "destroy_call" in metafunc.fixturenames:
-        calls = sorted(set(destroy_calls())) if os.environ.get(FULL_MATRIX) else sample(destroy_calls())
+        calls = matrix_cases(destroy_calls())
         metafunc.parametrize("destroy_call", calls, ids=calls)
 
 
