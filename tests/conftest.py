@@ -139,6 +139,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The end-to-end tests first: each runs for up to a minute and a half (a fresh venv, a
+    real emulator process), so with two xdist workers they overlap the crash matrices on
+    the other worker instead of running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _moto_like_aws() -> Iterator[None]:
     """moto handles one in-process request at a time (AWS answers each atomically; moto's
