@@ -10,12 +10,12 @@ runner pool.
 
 The cases are not a hand-kept list: at collection, one uninterrupted `up` of that stack
 runs against moto with a recorder on every client, and each of its successful mutating
-calls is a candidate, keyed `service.Operation(label)#n` by what it acts on. A call added
-to exaprov becomes a case by itself; a case whose call the crashed run never makes fails
-("never reached") instead of passing silently. By default one call stands for the calls that
-differ only in a number or a node group's name (the third subnet, the fifth rule of a group,
-another node group: the same code on the same kind of resource): 88 calls, 55 cases, ~2 min
-less on 2 cores; `EXAPROV_FULL_CRASH_MATRIX=1` runs every call.
+calls is a candidate, keyed `service.Operation(label)#n` by what it acts on. A call of a new
+operation or kind added to exaprov becomes a case by itself; a case whose call the crashed
+run never makes fails ("never reached") instead of passing silently. By default one call
+stands for the calls that differ only in a number or a node group's name (the third subnet,
+the fifth rule of a group, another node group: the same code on the same kind of resource):
+88 calls, 55 cases, ~2 min less on 2 cores; `EXAPROV_FULL_CRASH_MATRIX=1` runs every call.
 
 Compared: a census of every resource in the account (tests/census.py), tagged or not,
 against the reference run's census: same labels, same counts (nothing leaked, nothing
