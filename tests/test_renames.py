@@ -21,14 +21,14 @@ import yaml
 from exaprov.identity import NAMED_FROM, recorded
 from exaprov.state import State
 from tests.census import census, difference
-from tests.conftest import REGION, CallLog, cli
+from tests.conftest import REGION, CallLog, cli, write_config
 
 
 def _set(key: str, value: str) -> None:
     data = yaml.safe_load(Path("exaprov.yaml").read_text())
     section, field = key.split(".")
     data[section][field] = value
-    Path("exaprov.yaml").write_text(yaml.safe_dump(data))
+    write_config(data)
 
 
 @pytest.fixture
