@@ -97,6 +97,13 @@ class State:
             if not isinstance(data.get(key), typ):
                 raise DamagedStateError(f"{where}: not an exaprov state ({key!r} missing or not "
                                  f"a {typ.__name__})")
+        from exaprov.state_schema import problems
+
+        bad = problems(data)
+        if bad:
+            shown = bad[:10] + ([f"... and {len(bad) - 10} more"] if len(bad) > 10 else [])
+            raise DamagedStateError(f"{where}: {len(bad)} invalid value(s) in the state\n"
+                                    + "\n".join(f"  {line}" for line in shown))
         return cls(data)
 
     def dumps(self) -> str:
