@@ -21,6 +21,7 @@ from botocore.config import Config as BotoConfig
 from botocore.retries import standard
 
 from exaprov import __version__
+from exaprov.errors import CHANGES_SENT, ExaprovError
 from exaprov.lost_answers import in_create, is_lost
 from exaprov.timing import time_scale
 
@@ -31,13 +32,50 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 10
 
 
+# Operations that only read. Anything else changes something in AWS.
+READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Lookup")
+
+
+def is_mutating(operation: str) -> bool:
+    return not operation.startswith(READ_PREFIXES)
+
+
+class Halted(ExaprovError):
+    """A change refused before it was sent: the run was stopped (its state cannot be saved)."""
+
+
+class Guard:
+    """Every call of one command's clients passes here before it is sent: it counts the
+    calls that change something in AWS (so the CLI knows whether "nothing was changed" is
+    still true) and refuses them all once the run was halted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.changes_sent = 0
+        self.halted: str | None = None
+
+    def halt(self, why: str) -> None:
+        with self._lock:
+            self.halted = self.halted or why
+
+    def before_call(self, model: Any, **_: Any) -> None:
+        if not is_mutating(model.name):
+            return
+        with self._lock:
+            if self.halted:
+                raise Halted(f"{model.name} not sent: {self.halted}")
+            self.changes_sent += 1
+        CHANGES_SENT.add()
+
+
 class Aws:
     """The clients of one command run, for one account and region."""
 
     def __init__(self, region: str, profile: str | None = None,
                  endpoint_url: str | None = None,
-                 credentials: Mapping[str, str] | None = None) -> None:
+                 credentials: Mapping[str, str] | None = None, guard: Guard | None = None) -> None:
         time_scale()  # scales every backoff: a bad EXAPROV_TIME_SCALE stops us before any call
+        self.guard = guard or Guard()  # shared with the clients of other regions and accounts
         self.region = region
         self.endpoint_url = endpoint_url
         self._profile = profile
@@ -57,17 +95,22 @@ class Aws:
         self._lock = threading.Lock()
         self._account_id: str | None = None
 
-    def client(self, service: str) -> Any:
+    def client(self, service: str, guarded: bool = True) -> Any:
+        """The service's client. `guarded=False`: one whose calls are not the deployment's
+        changes (the state store's own S3 objects: the state and its lock)."""
         # boto3 clients are thread-safe once built; building them is not.
+        key = service if guarded else f"{service}:unguarded"
         with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
                 client = self.session.client(service, config=self._config,
                                              endpoint_url=self.endpoint_url)
                 _scale_and_log_retries(client)
                 if log.isEnabledFor(logging.DEBUG):
                     client.meta.events.register("before-call", _log_call)
-                self._clients[service] = client
-            return self._clients[service]
+                if guarded:
+                    client.meta.events.register("before-call", self.guard.before_call)
+                self._clients[key] = client
+            return self._clients[key]
 
     @property
     def ec2(self) -> Any:
@@ -83,7 +126,7 @@ class Aws:
             return self
         return Aws(region or self.region, profile=profile or self._profile,
                    endpoint_url=self.endpoint_url,
-                   credentials=None if profile else self._credentials)
+                   credentials=None if profile else self._credentials, guard=self.guard)
 
     def account_id(self) -> str:
         if self._account_id is None:

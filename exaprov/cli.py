@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from exaprov import __version__
-from exaprov.errors import ExaprovError
+from exaprov.errors import CHANGES_SENT, ExaprovError
 
 EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -31,15 +31,41 @@ def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
     return value
 
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _state_location(ctx: Any, param: Any, value: str | None) -> str | None:
+    """A state location is a local path or an s3:// URL, kept as the user wrote it: a Path
+    would collapse `s3://bucket/key` into the local path `s3:/bucket/key`."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise click.BadParameter("an empty location; name a file (state/example.json) or an "
+                                 "S3 object (s3://bucket/key)")
+    if _URL.match(value) and not value.startswith("s3://"):
+        raise click.BadParameter(f"{value!r}: the only URLs exaprov keeps a state at are "
+                                 "s3://bucket/key; anything else is a local file path")
+    if value.startswith("s3://"):
+        from exaprov.errors import InputError
+        from exaprov.state_s3 import parse_s3_url
+
+        try:
+            parse_s3_url(value)
+        except InputError as exc:
+            raise click.BadParameter(exc.message) from None
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
         click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                      default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
-        click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
-                     help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
-                          "with --sandbox]."),
+        click.option("--state", "state_path", default=None, callback=_state_location,
+                     metavar="PATH|s3://BUCKET/KEY",
+                     help="State file or S3 object (s3://bucket/key) [default: state/<name>.json, "
+                          "state/sandbox/deployments/<name>.json with --sandbox]."),
         click.option("--region", default=None, help="AWS region (overrides the config)."),
         click.option("--profile", default=None, help="AWS profile from ~/.aws."),
         click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
@@ -64,15 +90,46 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        sent = CHANGES_SENT.count
+        try:
+            return run(*args, **kwargs)
+        except SystemExit as exc:
+            # Exit 2 promises that nothing in AWS changed; an error of bad input found after
+            # a change (a refusal, a clash found mid-run) is a failure like any other.
+            if exc.code == EXIT_INPUT and CHANGES_SENT.count > sent:
+                click.echo("Exit 1, not 2: changes had already been made in AWS when this was "
+                           "found (`exaprov plan` shows where things stand).", err=True)
+                sys.exit(EXIT_AWS)
+            raise
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        from exaprov import interrupts
+
         debug = kwargs.get("debug", False)
         _setup_logging(kwargs.get("verbose", False), debug)
         try:
-            return func(*args, **kwargs)
+            with interrupts.command():
+                return func(*args, **kwargs)
         except ExaprovError as exc:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             _print_error(exc)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt as exc:
+            import signal
+
+            signum = getattr(exc, "signum", signal.SIGINT)
+            code, name = interrupts.exit_code(signum), interrupts.describe(signum)
+            if getattr(exc, "again", False):
+                click.echo(f"\nInterrupted again ({name}): stopped at once. The state file is "
+                           "valid; run the command again to continue.", err=True)
+            else:
+                click.echo(f"\nInterrupted ({name}): stopped before the steps ran or after they "
+                           "ended; the state file is valid and the lock released. Run the command "
+                           "again to continue.", err=True)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # worker threads may sit in an AWS call: do not join
         except Exception as exc:
             if not type(exc).__module__.startswith("botocore"):
                 raise
@@ -83,11 +140,6 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
                                       "--endpoint-url and your credentials"))
             sys.exit(code)
-        except KeyboardInterrupt:
-            click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
-                       "command again to continue.", err=True)
-            sys.stderr.flush()
-            os._exit(EXIT_INTERRUPTED)  # worker threads may sit in an AWS call: do not join
 
     return wrapper
 
@@ -102,6 +154,9 @@ def _print_error(exc: ExaprovError) -> None:
     click.echo(exc.message, err=True)
     if exc.hint:
         click.echo(f"hint: {exc.hint}", err=True)
+    state_json = getattr(exc, "state_json", None)  # a state no file could hold
+    if state_json:
+        click.echo(state_json, err=True, nl=False)
 
 
 _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "botocore.awsrequest",
@@ -133,12 +188,31 @@ def _finish(result: Any, verb: str) -> None:
 
     render.print_run_summary(result, verb)
     if result.cancelled:
-        click.echo("Interrupted: running steps were recorded and the state saved. "
-                   f"Run `exaprov {verb}` again to continue.", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        from exaprov import interrupts
+
+        click.echo(f"Interrupted by {interrupts.describe(result.signum)}: running steps stopped at "
+                   "their next poll and recorded what they did; the state is saved and the lock "
+                   f"released. Run `exaprov {verb}` again to continue.", err=True)
+        sys.exit(interrupts.exit_code(result.signum))
     if result.failed:
+        from exaprov.state import StateSaveError
+
         skipped = [n for n, o in result.outcomes.items() if o.status == "skipped"]
         not_started = f"not started: {', '.join(skipped)}\n" if skipped else ""
+        if any(isinstance(o.error, StateSaveError) for o in result.failed):
+            # Its message says where the state is (the state file is not it). The steps it
+            # stopped, and the same error met again by other steps, add nothing to it.
+            from exaprov.aws import Halted
+
+            shown: list[Any] = []
+            for o in result.failed:
+                if not isinstance(o.error, Halted) and all(o.error is not s for s in shown):
+                    shown.append(o.error)
+            for error in shown:
+                _print_error(error)
+            click.echo(not_started + "Run the command again once the state can be saved.",
+                       err=True)
+            sys.exit(max(e.exit_code for e in shown))
         _exit_on_failure(result, f"{not_started}Everything done so far is recorded; run "
                                  f"`exaprov {verb}` again to continue.")
 
@@ -200,7 +274,7 @@ def up(yes: bool, **kw: Any) -> None:
     deployment = _deployment(kw)
     confirm = (lambda question: True) if yes else _confirm
     with render.ProgressReporter() as reporter:
-        result = deployment.up(reporter=reporter, confirm=confirm)
+        result = deployment.up(reporter=reporter, confirm=confirm, ask_first=not yes)
     _finish(result, "up")
 
 
@@ -564,7 +638,8 @@ def _confirm(question: str) -> bool:
     if not sys.stdin.isatty():
         from exaprov.errors import InputError
 
-        raise InputError(f"{question} — no terminal to ask on", hint="pass --yes to confirm")
+        raise InputError(f"{question} — no terminal to ask on",
+                         hint="pass --yes to confirm")
     return click.confirm(question, default=False, err=True)
 
 
@@ -579,4 +654,8 @@ def _exit_on_failure(result: Any, then: str) -> None:
         _print_error(outcome.error)
     if then:
         click.echo(then, err=True)
+    if result.cancelled:
+        from exaprov import interrupts
+
+        sys.exit(interrupts.exit_code(result.signum))
     sys.exit(max(o.error.exit_code for o in result.failed if o.error))

@@ -36,7 +36,7 @@ class Target:
     """Where the deployment is: resolved from the global flags."""
 
     config_path: Path = Path("exaprov.yaml")
-    state_path: Path | None = None
+    state_path: str | Path | None = None  # a local path, or an s3://bucket/key URL
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
@@ -75,7 +75,8 @@ class Deployment:
             from exaprov.state_s3 import S3StateStore, parse_s3_url
 
             parse_s3_url(location)  # a malformed URL is bad input: exit 2 before any AWS call
-            return S3StateStore(location, _LazyClient(lambda: self.aws.client("s3")))
+            # Its own client: writing the state and its lock is no change to the deployment.
+            return S3StateStore(location, _LazyClient(lambda: self.aws.client("s3", guarded=False)))
         return LocalStateStore(Path(location) if location else
                                default_state_path(self.cfg.name, sandbox=self.target.sandbox))
 
@@ -138,7 +139,10 @@ class Deployment:
     # -- commands ------------------------------------------------------------------
 
     def up(self, reporter: engine.Reporter | None = None, cancel: CancelToken | None = None,
-           confirm: Callable[[str], bool] | None = None) -> engine.RunResult:
+           confirm: Callable[[str], bool] | None = None,
+           ask_first: bool = False) -> engine.RunResult:
+        """`ask_first`: every question `confirm` will be asked comes before the first change
+        (the steps that may ask are planned first, read-only)."""
         from exaprov.steps import STEPS
 
         with self.locked():
@@ -146,9 +150,35 @@ class Deployment:
             identity.refuse_renames(self.cfg, state)
             writer = StateWriter(self.store, state)
             self.check_account(state, writer)
+            if ask_first and confirm is not None:
+                confirm = self._ask_first(state, confirm)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
                              confirm)
             return engine.apply(STEPS, run)
+
+    def _ask_first(self, state: State, confirm: Callable[[str], bool]) -> Callable[[str], bool]:
+        """Plan the steps that may ask, ask what they would, refuse before any change if the
+        answer is no (or there is no terminal to ask on). Returns the run's `confirm`: yes to
+        what was agreed, and asks anything new (found only while running) as before."""
+        from exaprov.steps import STEPS
+
+        plan = engine.Run(self.cfg, self.aws, StateWriter(self.store, state.copy(), dry_run=True),
+                          engine.Mode.PLAN)
+        engine.apply([s for s in STEPS if s.asks], plan)  # a failure here: the run reports it
+        for question in plan.questions:
+            try:
+                yes = confirm(question)
+            except InputError as exc:  # no terminal to ask on
+                exc.message += "; nothing was changed"
+                exc.args = (exc.message,)
+                exc.hint = "pass --yes to confirm: `exaprov up --yes` (`exaprov plan` lists it all)"
+                raise
+            if not yes:
+                raise InputError(f"not confirmed: {question} Nothing was changed",
+                                 hint="run `exaprov plan` to see every change, then `exaprov up "
+                                      "--yes` to make them, or put the config back")
+        agreed = set(plan.questions)
+        return lambda question: question in agreed or confirm(question)
 
     def plan(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
         """What `up` would do (and, row by row, what `status` shows); read-only calls only."""

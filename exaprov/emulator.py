@@ -1545,7 +1545,23 @@ def _settle_nat_gateways(backend: Any) -> None:
         if due is None or now < due:
             continue
         nat._exaprov_due = None
-        nat.state = "deleted" if nat.state == "deleting" else "available"
+        if nat.state == "deleting":
+            nat.state = "deleted"
+            _release_nat_interface(backend, nat)
+        else:
+            nat.state = "available"
+
+
+def _release_nat_interface(backend: Any, nat: Any) -> None:
+    """A deleted NAT gateway's network interface goes with it, and its Elastic IP is
+    disassociated (EC2 does both; moto keeps the interface, which then holds the address)."""
+    eni = getattr(nat, "_eni", None)
+    if eni is None or eni.id not in backend.enis:
+        return
+    for address in backend.addresses:
+        if address.eni is eni:
+            address.eni, address.instance, address.association_id = None, None, None
+    backend.enis.pop(eni.id, None)
 
 
 def _nat_settled(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -1578,6 +1594,8 @@ def _install_nat() -> None:
         if _durations["nat_delete"] > 0:
             nat.state = "deleting"
             nat._exaprov_due = _now() + _durations["nat_delete"]
+        else:
+            _release_nat_interface(self, nat)
         return nat
 
     NatGatewayBackend.create_nat_gateway = _nat_settled(create_nat_gateway)

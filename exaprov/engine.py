@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from exaprov import interrupts
 from exaprov.errors import (
     AwsError,
     Cancelled,
@@ -97,6 +97,7 @@ class RunResult:
     outcomes: dict[str, Outcome]
     changes: list[Change]
     observed: list[Observed]
+    signum: int | None = None  # the signal that cancelled the run (None: Ctrl-C or none)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -134,6 +135,9 @@ class Step:
     destroy: Callable[[StepContext], None]
     enabled: Callable[[Any], bool] = lambda cfg: True
     title: str = ""
+    # Its ensure may ask the user before a change (`ctx.ask`): `up` plans it first, so that
+    # every question comes before the first change.
+    asks: bool = False
 
 
 class Run:
@@ -151,8 +155,13 @@ class Run:
         self.confirm = confirm or (lambda question: False)
         self._mutex = threading.Lock()
         self.changes: list[Change] = []
+        self.questions: list[str] = []  # what a plan found `up` would have to ask
         self.observed: dict[str, Observed] = {}
         self._shared: dict[Any, Future[Any]] = {}
+        # A state that cannot be saved stops every change at once, in every thread.
+        guard = getattr(aws, "guard", None)
+        if guard is not None:
+            writer.on_broken.append(lambda exc: guard.halt("the state could not be saved"))
 
     def shared(self, key: Any, read: Callable[[], T]) -> T:
         """One read per run, shared by every step that asks for it (e.g. one DescribeSubnets
@@ -344,6 +353,17 @@ class StepContext:
                 raise
         self.forget(logical)
 
+    def ask(self, question: str) -> bool:
+        """The user's consent to a change (deleting what the config no longer has). A plan
+        only notes the question (and goes on as if agreed, to list the change): `up` asks
+        every noted question before its first change."""
+        if self.planning:
+            with self.run._mutex:
+                if question not in self.run.questions:
+                    self.run.questions.append(question)
+            return True
+        return self.run.confirm(question)
+
     def forget(self, logical: str) -> None:
         if not self.planning:
             self.run.writer.remove(self.address(logical))
@@ -445,7 +465,8 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         pool.shutdown(wait=not abandon, cancel_futures=True)
     for name in graph:
         outcomes.setdefault(name, Outcome(name, "skipped"))
-    return RunResult(outcomes, list(run.changes), list(run.observed.values()))
+    return RunResult(outcomes, list(run.changes), list(run.observed.values()),
+                     signum=run.cancel.signum)
 
 
 _CANCEL_POLL = 0.2  # how often the walk notices a cancel while steps are busy (seconds)
@@ -453,23 +474,19 @@ _CANCEL_POLL = 0.2  # how often the walk notices a cancel while steps are busy (
 
 @contextlib.contextmanager
 def _first_ctrl_c_cancels(cancel: CancelToken) -> Iterator[None]:
-    """While steps run, the first SIGINT only sets the cancel token (running steps stop at
-    their next poll, record and save); a second raises KeyboardInterrupt. A handler rather
-    than catching KeyboardInterrupt, which could land in any line of the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """While steps run, the first SIGINT, SIGTERM or SIGHUP only sets the cancel token
+    (running steps stop at their next poll, record and save); a second raises Interrupted.
+    A handler rather than catching KeyboardInterrupt, which could land in any line of the
+    main thread."""
 
-    def on_sigint(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
+        interrupts.note(signum)
         if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
+            raise interrupts.Interrupted(cancel.signum or signum, again=True)
+        cancel.cancel(signum)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with interrupts.handled(on_signal):
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _outcome(name: str, future: Future[None], seconds: float) -> Outcome:

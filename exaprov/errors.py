@@ -7,8 +7,25 @@ The CLI is the only place that turns these into messages and exit codes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
+
+
+class _ChangesSent:
+    """How many calls that change something in AWS this process has sent. Exit 2 promises
+    that nothing changed: the CLI reads this before it keeps that promise."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+CHANGES_SENT = _ChangesSent()
 
 
 class ExaprovError(Exception):

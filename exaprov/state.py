@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +46,60 @@ def _now() -> str:
 class DamagedStateError(StateError):
     """The state is there but unusable (empty, not JSON, not an exaprov state):
     `exaprov state recover` may set it aside and rebuild it."""
+
+
+class StateSaveError(ExaprovError):
+    """The state could not be saved where it lives. The run stops making changes; the state
+    as it is in memory was kept in `saved_to` (a file that really holds it), or, if no file
+    could be written, is printed with the error (`state_json`)."""
+
+    def __init__(self, location: str, reason: str, saved_to: Path | None, text: str,
+                 restore: str, tried: list[Path]) -> None:
+        self.location, self.reason, self.restore, self.tried = location, reason, restore, tried
+        self.saved_to: Path | None = None
+        self.state_json: str | None = None
+        super().__init__("")
+        self.kept(saved_to, text)
+
+    def kept(self, saved_to: Path | None, text: str) -> None:
+        """Where the latest state now is (a later record of the same run moved it on)."""
+        self.saved_to = saved_to
+        self.state_json = None if saved_to else text
+        head = (f"{self.location}: could not save the state ({self.reason}); exaprov stopped "
+                "and makes no further change in AWS.")
+        if saved_to is not None:
+            self.message = f"{head} The state, with everything done so far, is in {saved_to}."
+            self.hint = (f"fix the cause, then {self.restore.format(saved_to)} and run the command "
+                         "again")
+        else:
+            tried = ", ".join(str(p) for p in self.tried) or "no other place"
+            self.message = (f"{head} No copy could be written either (tried {tried}): the state is "
+                            "printed below as JSON.")
+            self.hint = (f"save the JSON below as {self.location} once it can be written, or "
+                         "rebuild the state from the tags in AWS with `exaprov state recover --yes`")
+        self.args = (self.message,)
+
+
+class StateConflictError(StateSaveError, StateError):
+    """Another writer changed the state object since this run read it."""
+
+    exit_code = 2  # bad input if nothing changed yet; the CLI says 1 once AWS was changed
+
+
+def keep_copy(text: str, candidates: list[Path]) -> Path | None:
+    """Write `text` (0600) to the first candidate that can be written; None if none could."""
+    for path in candidates:
+        try:
+            write_private(path, text)
+        except OSError:
+            continue
+        return path.resolve()
+    return None
+
+
+def temp_copy_path(stem: str) -> Path:
+    """A private file name in the temp folder for a state that could not be saved."""
+    return Path(tempfile.gettempdir()) / f"exaprov-{stem}-{stamp()}-{os.getpid()}.json"
 
 
 class NewerStateError(StateError):
@@ -202,17 +256,14 @@ class LocalStateStore:
             _atomic_write(self.path, text)
         except OSError as exc:
             state.data["serial"] -= 1
-            self._write_errored(text)
-            raise ExaprovError(
-                f"{self.path}: could not save state ({exc.strerror}); it was saved to "
-                f"{self.errored_path} instead and exaprov stopped making changes",
-                hint=f"free space or fix permissions, then `cp {self.errored_path} {self.path}` "
-                     "and run the command again") from None
+            tried = self.fallbacks()
+            raise StateSaveError(str(self.path), exc.strerror or str(exc), keep_copy(text, tried),
+                                 text, f"`cp {{}} {self.path}`", tried) from None
         self._last_text, self._lineage = text, state.lineage
 
-    def _write_errored(self, text: str) -> None:
-        with contextlib.suppress(OSError):
-            _atomic_write(self.errored_path, text)
+    def fallbacks(self) -> list[Path]:
+        """Where a state that cannot be saved is kept: next to it, else in the temp folder."""
+        return [self.errored_path, temp_copy_path(self.path.stem)]
 
     def keep_aside(self, why: str) -> str:
         """Copy the state file, as it is, to `<name>.<why>-<timestamp>` (0600) before it is
@@ -369,6 +420,10 @@ class StateWriter:
         self.state = state
         self.dry_run = dry_run
         self._mutex = threading.Lock()
+        # Set by the first save that failed: from then on nothing is saved to the store and
+        # every record only moves the kept copy on (and raises again, stopping its step).
+        self.broken: StateSaveError | None = None
+        self.on_broken: list[Callable[[StateSaveError], None]] = []
 
     def record(self, address: str, *, fresh: bool = False, **fields: Any) -> None:
         """Merge fields into a resource's record; `fresh` starts it anew (an intent must
@@ -404,8 +459,25 @@ class StateWriter:
                 self._save()
 
     def _save(self) -> None:
-        if not self.dry_run:
+        if self.dry_run:
+            return
+        if self.broken is not None:
+            self._keep_again(self.broken)
+            raise self.broken
+        try:
             self.store.write(self.state)
+        except StateSaveError as exc:
+            self.broken = exc
+            for stop in self.on_broken:
+                stop(exc)
+            raise
+
+    def _keep_again(self, error: StateSaveError) -> None:
+        """After a failed save, a later record (a call that was in flight) updates the copy."""
+        # The serial the failed write carried: the copy is one step past the saved file.
+        text = State({**self.state.data, "serial": self.state.serial + 1}).dumps()
+        places = [error.saved_to] if error.saved_to else []
+        error.kept(keep_copy(text, places + [p for p in error.tried if p not in places]), text)
 
 
 def default_state_path(name: str, sandbox: bool = False) -> Path:

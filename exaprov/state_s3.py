@@ -32,7 +32,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from exaprov import __version__
 from exaprov.errors import ExaprovError, InputError, LockedError, StateError, error_code
-from exaprov.state import DamagedStateError, State, process_gone, stamp, write_private
+from exaprov.state import (
+    DamagedStateError,
+    State,
+    StateConflictError,
+    StateSaveError,
+    keep_copy,
+    process_gone,
+    stamp,
+    temp_copy_path,
+)
 
 SSE = "AES256"
 CONTENT_TYPE = "application/json"
@@ -214,21 +223,26 @@ class S3StateStore:
             etag = self._put_state(text)
         except _Conflict:
             state.data["serial"] -= 1
-            saved = self._write_errored(text)
-            raise StateError(
-                f"{self.location}: another writer changed the state since it was read "
-                f"(conditional write refused); this run's state was not saved there{saved}",
-                hint="another exaprov run may be working on this deployment; run the command "
-                     "again to start from the current state") from None
+            tried = self.fallbacks()
+            error: StateSaveError = StateConflictError(
+                self.location, "another writer changed the state since it was read: the "
+                "conditional write was refused", keep_copy(text, tried), text,
+                f"check what the other run did, then `aws s3 cp --sse {SSE} {{}} {self.location}`",
+                tried)
+            error.hint = ("another exaprov run may be working on this deployment; run the "
+                          "command again to start from the current state")
+            raise error from None
         except (ClientError, BotoCoreError) as exc:
             state.data["serial"] -= 1
-            saved = self._write_errored(text)
-            raise ExaprovError(
-                f"{self.location}: could not save state ({_describe(exc)}){saved} and "
-                "exaprov stopped making changes",
-                hint=f"fix access to the bucket, then `aws s3 cp --sse {SSE} {self.errored_path} "
-                     f"{self.location}` and run the command again") from None
+            tried = self.fallbacks()
+            raise StateSaveError(self.location, _describe(exc), keep_copy(text, tried), text,
+                                 f"`aws s3 cp --sse {SSE} {{}} {self.location}`", tried) from None
         self._etag, self._lineage = etag, state.lineage
+
+    def fallbacks(self) -> list[Path]:
+        """Where a state that cannot be saved is kept: in the current folder, else the temp
+        folder."""
+        return [self.errored_path, temp_copy_path(self.errored_path.stem.removesuffix(".errored"))]
 
     def _put_state(self, text: str) -> str:
         """Back up the current object (unless versioned), then replace it conditionally."""
@@ -280,13 +294,6 @@ class S3StateStore:
                 return
             raise
         raise _Conflict
-
-    def _write_errored(self, text: str) -> str:
-        try:
-            write_private(self.errored_path, text)
-        except OSError:
-            return " (nor could it be saved locally)"
-        return f"; it was saved to {self.errored_path.resolve()} instead"
 
     # -- locking --------------------------------------------------------------------------
 

@@ -31,12 +31,16 @@ def scaled(seconds: float) -> float:
 
 
 class CancelToken:
-    """Set on the first Ctrl-C; every wait checks it, so running steps stop at their next poll."""
+    """Set on the first Ctrl-C (or SIGTERM, SIGHUP); every wait checks it, so running steps
+    stop at their next poll."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self.signum: int | None = None  # the signal that cancelled the run, if one did
 
-    def cancel(self) -> None:
+    def cancel(self, signum: int | None = None) -> None:
+        if not self._event.is_set():
+            self.signum = signum
         self._event.set()
 
     @property

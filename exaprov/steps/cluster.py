@@ -271,6 +271,7 @@ def ensure_oidc_provider(ctx: StepContext, issuer: str) -> str:
         arn = find_oidc_provider(ctx, url)
         live = _get_oidc_provider(ctx, arn) if arn else None
     if arn is None or live is None:
+        _delete_stale_oidc_provider(ctx, url)
         return ctx.create("oidc-provider", "iam:oidc-provider",
                           lambda token: iam.create_open_id_connect_provider(
             Url=issuer, ClientIDList=[OIDC_CLIENT_ID], ThumbprintList=[OIDC_THUMBPRINT],
@@ -283,6 +284,29 @@ def ensure_oidc_provider(ctx: StepContext, issuer: str) -> str:
                    lambda: iam.add_client_id_to_open_id_connect_provider(
                        OpenIDConnectProviderArn=arn, ClientID=OIDC_CLIENT_ID))
     return arn
+
+
+def _delete_stale_oidc_provider(ctx: StepContext, url: str) -> None:
+    """The provider recorded for an issuer the cluster no longer has: the cluster was made
+    again (an interrupted destroy deleted it, or it FAILED and was replaced), and EKS gave
+    the new one a new issuer. It is deleted if IAM says it is this deployment's."""
+    arn = ctx.recorded_id("oidc-provider")
+    if not arn or is_unknown(arn) or arn.endswith(f":oidc-provider/{url}"):
+        return
+    iam = ctx.aws.client("iam")
+    try:
+        tags = ctx.call(lambda: iam.list_open_id_connect_provider_tags(
+            OpenIDConnectProviderArn=arn)).get("Tags", [])
+    except AwsError as exc:
+        if exc.__cause__ is not None and is_not_found(exc.__cause__):
+            ctx.forget("oidc-provider")
+            return
+        raise
+    if {"Key": TAG_DEPLOYMENT, "Value": ctx.cfg.name} not in tags:
+        return  # not ours: never touched
+    ctx.delete("oidc-provider", "iam:oidc-provider", arn,
+               lambda a: iam.delete_open_id_connect_provider(OpenIDConnectProviderArn=a),
+               detail=f"{arn.rsplit('/', 1)[-1]} (the issuer of a cluster that is gone)")
 
 
 def recorded_oidc_provider(ctx: StepContext, url: str) -> str | None:

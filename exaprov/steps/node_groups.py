@@ -23,9 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
-from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
+from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.cluster import wait_for_update
 from exaprov.steps.ec2_lookup import Ec2Items, tag_specs, verify_gone
@@ -249,16 +251,23 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
             return {}
         raise
     found: dict[str, dict[str, Any]] = {}
+    deleting: list[str] = []
     for name in names:
-        group = ctx.call(lambda n=name: eks.describe_nodegroup(clusterName=cluster, nodegroupName=n))[
-            "nodegroup"]
+        try:
+            group = ctx.call(lambda n=name: eks.describe_nodegroup(
+                clusterName=cluster, nodegroupName=n))["nodegroup"]
+        except AwsError as exc:
+            # Listed, then gone before the describe: a group whose delete an interrupted
+            # destroy (or replacement) started has just finished deleting.
+            if exc.__cause__ is not None and is_not_found(exc.__cause__):
+                continue
+            raise
         tags = group.get("tags", {})
         if tags.get(TAG_DEPLOYMENT) != ctx.cfg.name:
             continue
         if group["status"] == "DELETING":
             # A destroy or replacement interrupted mid-delete: its name is not free until it is gone.
-            if not ctx.planning:
-                _wait_deleted(ctx, name)
+            deleting.append(name)
             continue
         logical = tags.get(TAG_RESOURCE, name)
         # During a replacement two groups share a logical name: the newer one wins.
@@ -268,6 +277,9 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
             found[logical] = group
         else:
             found[f"{logical}#old"] = group
+    for name in deleting:  # deleting side by side: the first wait is the longest
+        if not ctx.planning:
+            _wait_deleted(ctx, name)
     return found
 
 
@@ -408,8 +420,7 @@ def remove_group(ctx: StepContext, logical: str, group: dict[str, Any], confirm:
                  quiet: bool = False) -> None:
     """Delete a node group (one gone from the config asks first, unless --yes)."""
     name = group["nodegroupName"]
-    if confirm and not ctx.planning and not ctx.run.confirm(
-            f"Delete node group {name} (no longer in the config)?"):
+    if confirm and not ctx.ask(f"Delete node group {name} (no longer in the config)?"):
         raise InputError(f"node-groups: node group {name} is no longer in the config; not deleted",
                          hint="run `exaprov up --yes` to delete it, or put it back in the config")
     if quiet and ctx.planning:
@@ -420,7 +431,13 @@ def remove_group(ctx: StepContext, logical: str, group: dict[str, Any], confirm:
 
 def _delete_and_wait(ctx: StepContext, name: str) -> None:
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
-    eks.delete_nodegroup(clusterName=cluster, nodegroupName=name)
+    try:
+        eks.delete_nodegroup(clusterName=cluster, nodegroupName=name)
+    except ClientError as exc:
+        # Gone already (`delete` counts that as done), or a delete already under way: a
+        # destroy resumed after an interruption waits for that one.
+        if not (error_code(exc) == "ResourceInUseException" and "DELETING" in str(exc)):
+            raise
     _wait_deleted(ctx, name)
 
 
@@ -489,4 +506,5 @@ def destroy_node_groups(ctx: StepContext) -> None:
 
 
 NODE_GROUPS = Step("node-groups", ("cluster", "nat", "iam", "security-groups", "network"),
-                   ensure_node_groups, destroy_node_groups, title="EKS managed node groups")
+                   ensure_node_groups, destroy_node_groups, title="EKS managed node groups",
+                   asks=True)
