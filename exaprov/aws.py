@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 10
 
 
-# Operations that only read. Anything else changes something in AWS.
-READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Lookup")
+# Operations that only read (IAM's SimulatePrincipalPolicy, STS's DecodeAuthorizationMessage
+# too). Anything else changes something in AWS.
+READ_PREFIXES = ("Describe", "List", "Get", "Head", "Search", "Lookup", "Simulate", "Decode")
 
 
 def is_mutating(operation: str) -> bool:

@@ -183,8 +183,9 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
     nat.settle()
     assert result.exit_code == 130, result.output
     assert [line for line in result.output.splitlines() if "Interrupted" in line] == [
-        "Interrupted: running steps were recorded and the state saved. Run `exaprov destroy` "
-        "again to continue."]
+        "Interrupted by Ctrl-C (SIGINT): running steps stopped at their next poll and recorded "
+        "what they did; the state is saved and the lock released. Run `exaprov destroy` again "
+        "to continue."]
     assert "Traceback" not in result.output
     state = json.loads(Path("state/example.json").read_text())["resources"]
     assert state["nat.nat"]["status"] == "deleting"
