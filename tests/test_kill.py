@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from exaprov.sandbox import SANDBOX_CREDENTIALS
+from exaprov.sandbox import SANDBOX_CREDENTIALS, sandbox_dir
 from tests.census import Census, census, difference
 from tests.conftest import REGION
 from tests.test_e2e import exaprov_command, run
@@ -44,11 +44,11 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        run("sandbox", "stop", cwd=tmp_path, check=False)
+        run("sandbox", "stop", "--yes", cwd=tmp_path, check=False)
 
 
 def emulator_census(work: Path) -> Census:
-    endpoint = json.loads((work / "state" / "sandbox" / "server.json").read_text())["endpoint"]
+    endpoint = json.loads((sandbox_dir() / "server.json").read_text())["endpoint"]
     return census(REGION, endpoint_url=endpoint, **SANDBOX_CREDENTIALS)
 
 
