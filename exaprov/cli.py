@@ -564,6 +564,20 @@ def _default_region() -> str:
         return "us-west-1"
 
 
+def _sandbox_regions() -> list[str]:
+    """Where this folder's sandbox deployments live: ./exaprov.yaml's region, its sandbox
+    states' regions, and the region of the environment."""
+    regions = {_default_region()}
+    for path in Path("state", "sandbox", "deployments").glob("*.json"):
+        try:
+            regions.add(str(json.loads(path.read_text())["region"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    regions.update(v for v in (os.environ.get("AWS_REGION"), os.environ.get("AWS_DEFAULT_REGION"))
+                   if v)
+    return sorted(regions)
+
+
 @sandbox.command("env")
 @click.option("--region", default=None,
               help="The region to export [default: the region of ./exaprov.yaml, else us-west-1].")
@@ -611,9 +625,9 @@ def sandbox_stop(yes: bool) -> None:
 
     info = sb.status()
     if info is not None and info.get("running") and not yes:
-        living = sb.deployments(info["endpoint"])
+        living = sb.deployments(info["endpoint"], _sandbox_regions())
         if living:
-            names = ", ".join(f"{name} ({region})" for name, region in living)
+            names = ", ".join(f"{name} ({region})" if region else name for name, region in living)
             click.echo(f"The sandbox emulator holds {len(living)} deployment(s): {names}. "
                        "Stopping it forgets them; their sandbox state files then record "
                        "resources that no longer exist (`exaprov up --sandbox` builds them "

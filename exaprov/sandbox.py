@@ -327,19 +327,42 @@ def env_exports(endpoint: str, region: str) -> str:
     return "".join(lines)
 
 
-def deployments(endpoint: str, regions: list[str] | None = None) -> list[tuple[str, str]]:
-    """The deployments living in the emulator, as (name, region): every VPC carrying
-    exaprov's deployment tag (a deployment's first resource, its last to go), in every
-    region AWS lists for EC2 (or `regions`)."""
+def _requests_by_service(endpoint: str) -> dict[str, int] | None:
+    """The emulator's request counts by service (None if it does not say)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{endpoint}/exaprov-emulator/requests", timeout=5) as response:
+            counts = json.loads(response.read()).get("by_service")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return counts if isinstance(counts, dict) else None
+
+
+def deployments(endpoint: str, regions: list[str]) -> list[tuple[str, str]]:
+    """The deployments living in the emulator, as (name, region), region "" when unknown.
+
+    Every deployment's IAM roles carry its tag, and IAM is global: one look finds them all
+    wherever they live (and its roles go late in a destroy). Where they live: the VPCs with
+    the tag in `regions` (a deployment's first resource and one of its last to go). Not every
+    region: the emulator makes each region's EC2 world on first use, a second or more each.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     import boto3
 
     from exaprov.aws import _bypass_proxy_for
 
+    served = _requests_by_service(endpoint)
+    if served is not None and not served.get("iam") and not served.get("ec2"):
+        return []  # nothing ever asked it for a role or a VPC: no deployment lives in it
     _bypass_proxy_for(endpoint)
     session = boto3.Session(**SANDBOX_CREDENTIALS)
-    wanted = regions or session.get_available_regions("ec2")
+    iam = session.client("iam", region_name="us-east-1", endpoint_url=endpoint)
+    names: set[str] = set()
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            tags = iam.list_role_tags(RoleName=role["RoleName"])["Tags"]
+            names.update(t["Value"] for t in tags if t["Key"] == TAG_DEPLOYMENT)
 
     def in_region(region: str) -> list[tuple[str, str]]:
         ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint)
@@ -347,9 +370,10 @@ def deployments(endpoint: str, regions: list[str] | None = None) -> list[tuple[s
         return [(tag["Value"], region) for vpc in vpcs for tag in vpc.get("Tags", [])
                 if tag["Key"] == TAG_DEPLOYMENT]
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        found = [pair for pairs in pool.map(in_region, wanted) for pair in pairs]
-    return sorted(set(found))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = {pair for pairs in pool.map(in_region, sorted(set(regions))) for pair in pairs}
+    located = {name for name, _ in found}
+    return sorted(found | {(name, "") for name in names - located})
 
 
 def status(state_root: Path | None = None) -> dict[str, Any] | None:
