@@ -411,13 +411,12 @@ def print_run_summary(result: RunResult, verb: str, *, flags: str = "",
     if result.failed:
         return
     hints = next_commands(verb, flags)
-    if hints:
-        line = Text("Next: ", style="bold")
-        for i, (command, why) in enumerate(hints):
-            line.append("; " if i else "")
-            line.append(f"`{command}`", style="cyan")
-            line.append(f" ({why})")
-        console.print(line, soft_wrap=True)
+    if hints:  # one command a line, as it is typed: copied whole, never folded in the middle
+        width = max(len(command) for command, _ in hints)
+        console.print(Text("Next:", style="bold"))
+        for command, why in hints:
+            console.print(Text.assemble("  ", (command.ljust(width), "cyan"), ("  # " + why, "dim")),
+                          soft_wrap=True)
 
 
 def changes_json(changes: list[Change]) -> list[dict[str, str]]:
