@@ -143,3 +143,58 @@ def test_stop_without_deployments_does_not_ask(stopped_afterwards: None) -> None
     assert stopped.exit_code == 0 and "Sandbox emulator stopped." in stopped.stdout
     assert not sandbox._is_our_emulator(pid)
     assert "No sandbox emulator was running." in _stop().stdout
+
+
+def _tag_a_role(deployment: str) -> None:
+    """What every deployment leaves in IAM (global): a role with its tag."""
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=sandbox.status()["endpoint"], region_name="us-east-1",
+                       **sandbox.SANDBOX_CREDENTIALS)
+    iam.create_role(RoleName=f"{deployment}-cluster", AssumeRolePolicyDocument="{}",
+                    Tags=[{"Key": "exaprov:deployment", "Value": deployment}])
+
+
+def _answer_in_a_terminal(args: list[str], answer: bytes, cwd: Path) -> tuple[int, str]:
+    """Run the command on a pseudo-terminal; type `answer` once it asks [y/N]."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*exaprov_command(), *args], stdin=slave, stdout=slave, stderr=slave,
+                            cwd=cwd, close_fds=True)
+    os.close(slave)
+    seen, answered = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(master, answer)
+            answered = True
+        if proc.poll() is not None and not ready:
+            break
+    os.close(master)
+    return proc.wait(timeout=30), seen.decode(errors="replace")
+
+
+def test_stop_names_deployments_anywhere_and_asks_on_a_terminal(stopped_afterwards: None,
+                                                                tmp_path: Path) -> None:
+    cli("sandbox", "start")
+    _tag_a_role("elsewhere")  # a deployment in a region this folder knows nothing of
+    code, shown = _answer_in_a_terminal(["sandbox", "stop"], b"n\n", tmp_path)
+    assert code == 2, shown
+    assert "holds 1 deployment(s): elsewhere." in shown and "[y/N]" in shown
+    assert "Not stopped." in shown
+    assert sandbox.status()["running"] is True
+    code, shown = _answer_in_a_terminal(["sandbox", "stop"], b"y\n", tmp_path)
+    assert code == 0 and "Sandbox emulator stopped." in shown, shown
+    assert sandbox.status() is None
