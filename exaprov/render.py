@@ -39,9 +39,10 @@ if not out.is_terminal:
 # two equal), so a sandbox run with that model shows what a run against AWS would.
 #   EKS control plane, create: "create a new EKS cluster control plane in 9 minutes or less,
 #     on average" (AWS What's New, March 2021); users report 10-14 min (aws/containers-roadmap
-#     #1227). Delete: about 3 min (eksctl's and the project's own runs, 2026).
+#     #1227). Delete: about 3 min; AWS publishes no figure (the emulator's model).
 #   Managed node group: about 2 min to ACTIVE for a small group, 4-6 min to delete (it drains
-#     and terminates its instances first); the Terraform provider's defaults allow 60 min.
+#     and terminates its instances first); AWS publishes no figure (the emulator's model), and
+#     the Terraform provider allows 60 min for each.
 #   RDS instance (db.t4g.micro, gp3): `creating` 4-5 min, then `backing-up`, where it already
 #     serves (hashicorp/terraform#1097, #2886); delete 4-6 min with a final snapshot.
 #   NAT gateway: `pending` about 2 min, "up to 10 min" at worst (kubernetes/kops#944;
