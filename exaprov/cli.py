@@ -22,6 +22,9 @@ from exaprov import __version__
 from exaprov.errors import ExaprovError
 
 EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# `plan` / `status --detailed-exitcode`: Terraform's meaning, 2 = there are changes (and then
+# every error, bad input included, is 1).
+EXIT_CHANGES = 2
 
 
 def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
@@ -72,7 +75,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             _print_error(exc)
-            sys.exit(exc.exit_code)
+            sys.exit(_exit_code(exc.exit_code, kwargs))
         except Exception as exc:
             if not type(exc).__module__.startswith("botocore"):
                 raise
@@ -82,7 +85,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
             _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
                                       "--endpoint-url and your credentials"))
-            sys.exit(code)
+            sys.exit(_exit_code(code, kwargs))
         except KeyboardInterrupt:
             click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
                        "command again to continue.", err=True)
@@ -90,6 +93,16 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             os._exit(EXIT_INTERRUPTED)  # worker threads may sit in an AWS call: do not join
 
     return wrapper
+
+
+def _exit_code(code: int, kwargs: dict[str, Any]) -> int:
+    """Under --detailed-exitcode, 2 means "changes": an error of any kind is 1."""
+    return EXIT_AWS if kwargs.get("detailed_exitcode") and code == EXIT_INPUT else code
+
+
+def _sandbox_flag(kw: dict[str, Any]) -> str:
+    """What to append to a suggested command so that it reaches the same deployment."""
+    return " --sandbox" if kw.get("sandbox") else ""
 
 
 # botocore errors that mean the user's AWS setup is wrong, found before any change.
@@ -172,48 +185,87 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
 
 
-@main.command()
+class DetailedExitCommand(click.Command):
+    """A command with --detailed-exitcode: there, a usage error is 1, not click's 2."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        asked = "--detailed-exitcode" in args  # before parsing, which consumes `args`
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            if asked:
+                exc.exit_code = EXIT_AWS
+            raise
+
+
+def detailed_exitcode_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--detailed-exitcode", is_flag=True,
+        help=f"Exit 0 when there is nothing to change, 2 when there {what}, 1 on any error "
+             "(bad input included), as `terraform plan -detailed-exitcode`: a CI job can fail "
+             "on drift.")
+
+
+@main.command(cls=DetailedExitCommand)
 @target_options
 @output_option("table", "json")
+@detailed_exitcode_option("are changes")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the plan to this file (mode 0600) for `exaprov up --plan FILE`.")
 @handle_errors
-def plan(output: str, **kw: Any) -> None:
+def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any) -> None:
     """Show what `up` would create, change or delete (read-only)."""
-    from exaprov import render
+    from exaprov import render, saved_plan
 
-    result = _deployment(kw).plan()
-    _fail_if_failed(result)
+    result, to_save = _deployment(kw).plan_to_save()
+    _fail_if_failed(result, detailed_exitcode)
+    if out_path is not None:
+        saved_plan.write(out_path, to_save)
     if output == "json":
         render.print_json({"changes": render.changes_json(result.changes),
                            "summary": render.change_counts(result.changes)})
     else:
         render.print_plan(result.changes)
+    if out_path is not None:
+        click.echo(f"Wrote the plan to {out_path}. `exaprov up --plan {out_path}"
+                   f"{_sandbox_flag(kw)}` applies exactly these changes, or none if anything "
+                   "changed since.", err=True)
+    if detailed_exitcode and result.changes:
+        sys.exit(EXIT_CHANGES)
 
 
 @main.command()
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting anything.")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Apply exactly the plan `exaprov plan --out FILE` wrote; refuse, before any "
+                   "change, if the config or the deployment changed since. The reviewed plan "
+                   "is the confirmation.")
 @handle_errors
-def up(yes: bool, **kw: Any) -> None:
+def up(yes: bool, plan_path: Path | None, **kw: Any) -> None:
     """Create what is missing, repair drift, apply config changes."""
-    from exaprov import render
+    from exaprov import render, saved_plan
 
+    expected = saved_plan.load(plan_path) if plan_path is not None else None
     deployment = _deployment(kw)
-    confirm = (lambda question: True) if yes else _confirm
+    confirm = (lambda question: True) if yes or expected is not None else _confirm
     with render.ProgressReporter() as reporter:
-        result = deployment.up(reporter=reporter, confirm=confirm)
+        result = deployment.up(reporter=reporter, confirm=confirm, expected=expected)
     _finish(result, "up")
 
 
-@main.command()
+@main.command(cls=DetailedExitCommand)
 @target_options
 @output_option("table", "json")
+@detailed_exitcode_option("is drift or anything to change")
 @handle_errors
-def status(output: str, **kw: Any) -> None:
+def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
     result = _deployment(kw).plan()
-    _fail_if_failed(result)
+    _fail_if_failed(result, detailed_exitcode)
     if output == "json":
         rows = render.observed_json(result.observed)
         render.print_json({"resources": rows, "changes": render.changes_json(result.changes),
@@ -221,8 +273,10 @@ def status(output: str, **kw: Any) -> None:
     else:
         render.print_status(result.observed)
         click.echo("In sync." if not result.changes else
-                   f"Out of sync: {render.summary_line(result.changes)} (`exaprov up` fixes it).",
-                   err=True)
+                   f"Out of sync: {render.summary_line(result.changes)} (`exaprov up"
+                   f"{_sandbox_flag(kw)}` fixes it).", err=True)
+    if detailed_exitcode and result.changes:
+        sys.exit(EXIT_CHANGES)
 
 
 @main.command()
@@ -568,15 +622,16 @@ def _confirm(question: str) -> bool:
     return click.confirm(question, default=False, err=True)
 
 
-def _fail_if_failed(result: Any) -> None:
+def _fail_if_failed(result: Any, detailed_exitcode: bool = False) -> None:
     if result.failed:
-        _exit_on_failure(result, "")
+        _exit_on_failure(result, "", detailed_exitcode)
 
 
-def _exit_on_failure(result: Any, then: str) -> None:
+def _exit_on_failure(result: Any, then: str, detailed_exitcode: bool = False) -> None:
     """Print each failed step's error (and `then`), exit with the gravest code."""
     for outcome in result.failed:
         _print_error(outcome.error)
     if then:
         click.echo(then, err=True)
-    sys.exit(max(o.error.exit_code for o in result.failed if o.error))
+    code = max(o.error.exit_code for o in result.failed if o.error)
+    sys.exit(_exit_code(code, {"detailed_exitcode": detailed_exitcode}))

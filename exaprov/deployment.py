@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaprov import engine, identity
+from exaprov import engine, identity, saved_plan
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
+from exaprov.saved_plan import SavedPlan
 from exaprov.state import (
     LocalStateStore,
     State,
@@ -138,12 +139,20 @@ class Deployment:
     # -- commands ------------------------------------------------------------------
 
     def up(self, reporter: engine.Reporter | None = None, cancel: CancelToken | None = None,
-           confirm: Callable[[str], bool] | None = None) -> engine.RunResult:
+           confirm: Callable[[str], bool] | None = None,
+           expected: SavedPlan | None = None) -> engine.RunResult:
+        """Converge. With `expected` (a plan saved by `plan --out`), first plan again under the
+        lock and refuse, before any change, unless that plan is still exactly what `up` does."""
         from exaprov.steps import STEPS
 
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             identity.refuse_renames(self.cfg, state)
+            if expected is not None:
+                result = self._plan_run(state, reporter)
+                if result.failed:
+                    return result
+                expected.check(self.cfg, self._lineage(state), state.serial, result.changes)
             writer = StateWriter(self.store, state)
             self.check_account(state, writer)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
@@ -152,12 +161,28 @@ class Deployment:
 
     def plan(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
         """What `up` would do (and, row by row, what `status` shows); read-only calls only."""
-        from exaprov.steps import STEPS
+        return self.plan_to_save(reporter)[0]
 
+    def plan_to_save(self, reporter: engine.Reporter | None = None
+                     ) -> tuple[engine.RunResult, SavedPlan]:
+        """The plan, and what `plan --out` writes of it for `up --plan` to check."""
         state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
         identity.refuse_renames(self.cfg, state)
+        result = self._plan_run(state, reporter)
+        return result, saved_plan.saved(self.cfg, self._lineage(state), state.serial, result.changes)
+
+    @staticmethod
+    def _lineage(state: State) -> str | None:
+        # A deployment with no state yet gets a new random lineage on every read: it has none.
+        return state.lineage if state.serial > 0 else None
+
+    def _plan_run(self, state: State, reporter: engine.Reporter | None) -> engine.RunResult:
+        from exaprov.steps import STEPS
+
         self.check_account(state, None)
-        run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state, dry_run=True),
+        # A dry-run writer over a copy: planning records nothing, and the state `up` goes on
+        # to use after a `--plan` check is the one it read, untouched.
+        run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state.copy(), dry_run=True),
                          engine.Mode.PLAN, reporter)
         return engine.apply(STEPS, run)
 

@@ -1,0 +1,126 @@
+"""What a CI pipeline relies on: exit codes that tell drift apart, and a saved plan that `up`
+applies exactly or not at all."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from tests.conftest import REGION, CallLog, cli, write_config
+
+SMALL = {"name": "example", "module_repo_backend": None,
+         "cluster": {"runner_pools": [{"suffix": "cpu", "node_instance_type": "m5.xlarge",
+                                       "min_size": 0, "max_size": 1}]}}
+
+
+def with_pool(suffix: str) -> dict[str, Any]:
+    data = json.loads(json.dumps(SMALL))
+    data["cluster"]["runner_pools"].append({"suffix": suffix, "node_instance_type": "m5.large",
+                                            "min_size": 0, "max_size": 1})
+    return data
+
+
+def node_groups() -> list[str]:
+    eks = boto3.client("eks", region_name=REGION)
+    return sorted(eks.list_nodegroups(clusterName="exafunction-cluster-example")["nodegroups"])
+
+
+def test_detailed_exitcode_is_2_for_changes_0_in_sync_and_1_for_any_error(
+        workdir: Path, aws: None) -> None:
+    write_config(SMALL)
+    assert cli("plan", "--detailed-exitcode").exit_code == 2  # nothing built yet
+    assert cli("plan").exit_code == 0  # without the flag, changes are not an error
+    assert cli("up", "--yes").exit_code == 0
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+    assert cli("status", "--detailed-exitcode").exit_code == 0
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    vpc_id = ec2.describe_vpcs(Filters=[{"Name": "tag:exaprov:deployment",
+                                         "Values": ["example"]}])["Vpcs"][0]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc_id, EnableDnsHostnames={"Value": False})  # drift
+    drift = cli("status", "--detailed-exitcode")
+    assert drift.exit_code == 2, drift.output
+    assert cli("status").exit_code == 0
+
+    # Bad input is exit 2 normally, but 2 means "changes" here: it must be 1.
+    write_config({**SMALL, "region": "us-west-1", "cluster": {"cluster_version": 1.3}})
+    assert cli("plan").exit_code == 2
+    assert cli("plan", "--detailed-exitcode").exit_code == 1
+    assert cli("status", "--detailed-exitcode").exit_code == 1
+    write_config(SMALL)
+    assert cli("plan", "--detailed-exitcode", "--output", "bogus").exit_code == 1  # a usage error
+
+
+def test_up_applies_a_saved_plan_exactly(workdir: Path, aws: None, calls: CallLog) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    write_config(with_pool("gpu"))
+    planned = cli("plan", "--out", "reviewed.plan")
+    assert planned.exit_code == 0, planned.output
+    assert stat.S_IMODE(Path("reviewed.plan").stat().st_mode) == 0o600
+    document = json.loads(Path("reviewed.plan").read_text())
+    assert any(c["action"] == "create" and "runner-gpu" in c["address"]
+               for c in document["changes"])
+    applied = cli("up", "--plan", "reviewed.plan")  # no --yes: the reviewed plan is the consent
+    assert applied.exit_code == 0, applied.output
+    assert "runner-gpu" in node_groups()
+    assert cli("plan", "--detailed-exitcode").exit_code == 0
+
+
+def test_up_refuses_a_plan_the_config_has_moved_past(workdir: Path, aws: None,
+                                                     calls: CallLog) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    write_config(with_pool("gpu"))
+    assert cli("plan", "--out", "reviewed.plan").exit_code == 0
+    write_config(with_pool("big"))  # edited after the review
+    before = node_groups()
+    calls.clear()
+    refused = cli("up", "--plan", "reviewed.plan")
+    assert refused.exit_code == 2, refused.output
+    assert "config changed since the plan was written" in refused.output
+    assert calls.mutating() == []
+    assert node_groups() == before
+
+
+def test_up_refuses_a_plan_when_the_deployment_changed_since(workdir: Path, aws: None,
+                                                             calls: CallLog) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    write_config(with_pool("gpu"))
+    assert cli("plan", "--out", "reviewed.plan").exit_code == 0
+    assert cli("up", "--yes").exit_code == 0  # someone applied it (or more) in between
+    calls.clear()
+    refused = cli("up", "--plan", "reviewed.plan")
+    assert refused.exit_code == 2, refused.output
+    assert "deployment changed since the plan was written" in refused.output
+    assert calls.mutating() == []
+
+
+def test_up_refuses_a_plan_when_aws_drifted_since(workdir: Path, aws: None,
+                                                  calls: CallLog) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    assert cli("plan", "--out", "reviewed.plan").exit_code == 0  # "no changes", reviewed
+    eks = boto3.client("eks", region_name=REGION)
+    eks.delete_nodegroup(clusterName="exafunction-cluster-example", nodegroupName="prometheus")
+    calls.clear()
+    refused = cli("up", "--plan", "reviewed.plan")
+    assert refused.exit_code == 2, refused.output
+    assert "AWS changed since the plan was written" in refused.output
+    assert "prometheus" in refused.output
+    assert calls.mutating() == []
+
+
+def test_a_file_that_is_not_a_plan_is_bad_input(workdir: Path, aws: None, calls: CallLog) -> None:
+    Path("other.plan").write_text(json.dumps({"format": "something else"}))
+    Path("junk.plan").write_text("plan: yes\n")
+    for path, words in (("other.plan", "not a plan"), ("junk.plan", "not a readable plan file"),
+                        ("absent.plan", "no such file")):
+        result = cli("up", "--plan", path)
+        assert result.exit_code == 2 and words in result.output and path in result.output
+    assert calls.calls == []
