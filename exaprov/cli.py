@@ -6,6 +6,7 @@ commands that need them, so `exaprov --help` starts at once.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -40,7 +41,7 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                      default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
-        click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
+        click.option("--state", "state_path", default=None,  # a path or s3://bucket/key, as is
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
                           "with --sandbox]."),
         click.option("--region", default=None, help="AWS region (overrides the config)."),
@@ -67,6 +68,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _sandbox_run.set(bool(kwargs.get("sandbox")))
         debug = kwargs.get("debug", False)
         _setup_logging(kwargs.get("verbose", False), debug)
         try:
@@ -83,8 +85,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
-            _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
-                                      "--endpoint-url and your credentials"))
+            hint = ("check --profile, --region, --endpoint-url and your credentials" +
+                    ("" if kwargs.get("sandbox") else "; to try exaprov without an AWS account, "
+                     "add --sandbox (a local emulator)"))
+            _print_error(ExaprovError(f"AWS: {exc}", hint=hint))
             sys.exit(_exit_code(code, kwargs))
         except KeyboardInterrupt:
             click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
@@ -110,11 +114,30 @@ _SETUP_ERRORS = {"ProfileNotFound", "NoCredentialsError", "PartialCredentialsErr
                  "NoRegionError", "InvalidEndpointURL", "InvalidRegionError"}
 
 
+# Whether this command runs against the sandbox: every command exaprov suggests must then
+# carry --sandbox too, or the user's next command reaches real AWS (or finds no state).
+_sandbox_run: contextvars.ContextVar[bool] = contextvars.ContextVar("sandbox_run", default=False)
+_SUGGESTED = re.compile(r"`exaprov ((?:up|plan|status|destroy|peer|unpeer|outputs|kubeconfig|"
+                        r"state)\b[^`]*)`")
+
+
+def suggest(text: str) -> str:
+    """`text` with --sandbox added to each exaprov command it suggests, in a sandbox run."""
+    if not _sandbox_run.get():
+        return text
+    return _SUGGESTED.sub(lambda m: m.group(0) if "--sandbox" in m.group(1)
+                          else f"`exaprov {m.group(1)} --sandbox`", text)
+
+
+def _echo(text: str) -> None:
+    click.echo(suggest(text), err=True)
+
+
 def _print_error(exc: ExaprovError) -> None:
     click.secho("error: ", fg="red", bold=True, err=True, nl=False)
-    click.echo(exc.message, err=True)
+    _echo(exc.message)
     if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+        _echo(f"hint: {exc.hint}")
 
 
 _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "botocore.awsrequest",
@@ -146,8 +169,8 @@ def _finish(result: Any, verb: str) -> None:
 
     render.print_run_summary(result, verb)
     if result.cancelled:
-        click.echo("Interrupted: running steps were recorded and the state saved. "
-                   f"Run `exaprov {verb}` again to continue.", err=True)
+        _echo("Interrupted: running steps were recorded and the state saved. "
+              f"Run `exaprov {verb}` again to continue.")
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
         skipped = [n for n, o in result.outcomes.items() if o.status == "skipped"]
@@ -182,7 +205,9 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
     config_path.write_text(render_config(name=name, region=region, full=example == "full"))
-    click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
+    click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up` against your AWS "
+               "account, or try it first against the local emulator: `exaprov up --sandbox`.",
+               err=True)
 
 
 class DetailedExitCommand(click.Command):
@@ -264,7 +289,7 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
-    result = _deployment(kw).plan()
+    result = _deployment(kw).status()
     _fail_if_failed(result, detailed_exitcode)
     if output == "json":
         rows = render.observed_json(result.observed)
@@ -329,8 +354,7 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
     if output == "tfstate":
         from exaprov.state import write_private
 
-        lineage = state.lineage if state else "00000000-0000-0000-0000-000000000000"
-        document = out.tfstate(groups, lineage=lineage, serial=state.serial if state else 0)
+        document = out.tfstate(groups, lineage=state.lineage, serial=state.serial)
         write_private(file_path, json.dumps(document, indent=2) + "\n")
         click.echo(f"Wrote {file_path} (mode 0600). It holds the database password and the S3 "
                    "secret key in plain text: keep it private and out of version control.", err=True)
@@ -515,10 +539,10 @@ def _print_recovery(recovery: Any) -> None:
                    "kept aside).", err=True)
     if recovery.written:
         aside = f" (the previous one is kept in {recovery.kept_aside})" if recovery.kept_aside else ""
-        click.echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.", err=True)
+        _echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.")
     elif not recovery.result.failed:
-        click.echo(f"Dry run: nothing written. `exaprov state recover --yes` writes "
-                   f"{recovery.location}.", err=True)
+        _echo(f"Dry run: nothing written. `exaprov state recover --yes` writes "
+              f"{recovery.location}.")
 
 
 @state_group.command("unlock")
@@ -555,10 +579,11 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
     from exaprov.errors import InputError
 
     deployment = _deployment(kw)
-    groups, _ = deployment.outputs()
+    groups, _ = deployment.outputs(command="kubeconfig")
     cluster = groups["exafunction_cluster"]
     if not cluster.get("cluster_endpoint"):
-        raise InputError("the deployment has no cluster yet", hint="run `exaprov up` first")
+        raise InputError("the deployment has no cluster yet",
+                         hint=f"run `exaprov up{_sandbox_flag(kw)}` first")
     entry = kc.entry(cluster["cluster_name"], cluster["cluster_arn"], cluster["cluster_endpoint"],
                      cluster["cluster_certificate_authority_data"], deployment.cfg.region, alias=alias,
                      profile=kw["profile"], command="exaprov" if use_exaprov_token else "aws")
@@ -632,6 +657,6 @@ def _exit_on_failure(result: Any, then: str, detailed_exitcode: bool = False) ->
     for outcome in result.failed:
         _print_error(outcome.error)
     if then:
-        click.echo(then, err=True)
+        _echo(then)
     code = max(o.error.exit_code for o in result.failed if o.error)
     sys.exit(_exit_code(code, {"detailed_exitcode": detailed_exitcode}))

@@ -37,7 +37,7 @@ class Target:
     """Where the deployment is: resolved from the global flags."""
 
     config_path: Path = Path("exaprov.yaml")
-    state_path: Path | None = None
+    state_path: Path | str | None = None  # a local path or an s3:// URL
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
@@ -158,6 +158,33 @@ class Deployment:
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
                              confirm)
             return engine.apply(STEPS, run)
+
+    def require_state(self, command: str) -> State:
+        """The state, for a command that only reads it: none is bad input, not an empty answer.
+
+        Without the state, `outputs` printed every value empty and exited 0. The usual cause
+        is a missing `--sandbox` (or one too many): sandbox deployments keep their state apart.
+        """
+        state = self.read_state()
+        if state is not None:
+            return state
+        hint = f"build it with `exaprov up{' --sandbox' if self.target.sandbox else ''}`"
+        if self.target.state_path is None and self.cfg.state is None:
+            elsewhere = default_state_path(self.cfg.name, sandbox=not self.target.sandbox)
+            if elsewhere.exists() and not self.target.sandbox:
+                hint = (f"a sandbox deployment of that name has its state in {elsewhere}: "
+                        f"add --sandbox (`exaprov {command} --sandbox`)")
+            elif elsewhere.exists():
+                hint = (f"{elsewhere} holds the state of a deployment of that name outside the "
+                        f"sandbox: run `exaprov {command}` without --sandbox")
+        raise InputError(f"{command}: no state for deployment {self.cfg.name!r} at "
+                         f"{self.store.location}", hint=hint)
+
+    def status(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
+        """`status`: the plan of a deployment that has a state (without one there is nothing
+        to show the status of)."""
+        self.require_state("status")
+        return self.plan(reporter)
 
     def plan(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
         """What `up` would do (and, row by row, what `status` shows); read-only calls only."""
@@ -305,12 +332,14 @@ class Deployment:
         # Destroy without a state file finds everything by tag and writes no new file.
         return state.serial > 0
 
-    def outputs(self, reveal: bool = False) -> tuple[dict[str, dict[str, Any]], State | None]:
-        """SPEC §5's output groups; secret values read from Secrets Manager only if `reveal`."""
+    def outputs(self, reveal: bool = False, command: str = "outputs"
+                ) -> tuple[dict[str, dict[str, Any]], State]:
+        """The output groups the ExaDeploy Kubernetes deployment reads; secret values are read
+        from Secrets Manager only if `reveal`."""
         from exaprov import outputs
 
-        state = self.read_state()
-        groups = outputs.collect(state.outputs if state else {})
+        state = self.require_state(command)
+        groups = outputs.collect(state.outputs)
         if reveal:
             secrets = self.aws.client("secretsmanager")
             outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])

@@ -124,3 +124,46 @@ def test_a_file_that_is_not_a_plan_is_bad_input(workdir: Path, aws: None, calls:
         result = cli("up", "--plan", path)
         assert result.exit_code == 2 and words in result.output and path in result.output
     assert calls.calls == []
+
+
+def test_read_commands_without_a_state_name_the_path_and_the_missing_sandbox_flag(
+        workdir: Path, aws: None, calls: CallLog) -> None:
+    write_config(SMALL)
+    for command in ("outputs", "kubeconfig", "status"):
+        result = cli(command)
+        assert result.exit_code == 2, result.output
+        assert "state/example.json" in result.output and "`exaprov up`" in result.output
+    assert calls.calls == []
+
+    # The deployment was built in the sandbox: its state lives apart from real ones.
+    assert cli("up", "--yes").exit_code == 0
+    sandbox_state = Path("state/sandbox/deployments/example.json")
+    sandbox_state.parent.mkdir(parents=True)
+    Path("state/example.json").rename(sandbox_state)
+    calls.clear()
+    for command in ("outputs", "kubeconfig", "status"):
+        result = cli(command, "-o", "json") if command == "outputs" else cli(command)
+        assert result.exit_code == 2, result.output
+        assert result.stdout == ""  # nothing a script could take for empty outputs
+        assert f"add --sandbox (`exaprov {command} --sandbox`)" in result.output, result.output
+    assert calls.calls == []
+
+
+def test_suggested_commands_carry_sandbox_in_a_sandbox_run() -> None:
+    from exaprov import cli as cli_module
+
+    text = "run `exaprov up` again; `exaprov destroy --yes` or `exaprov sandbox stop`"
+    token = cli_module._sandbox_run.set(True)
+    try:
+        assert cli_module.suggest(text) == ("run `exaprov up --sandbox` again; `exaprov destroy "
+                                            "--yes --sandbox` or `exaprov sandbox stop`")
+        assert cli_module.suggest("`exaprov up --sandbox`") == "`exaprov up --sandbox`"
+    finally:
+        cli_module._sandbox_run.reset(token)
+    assert cli_module.suggest(text) == text
+
+
+def test_init_mentions_the_sandbox(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = cli("init")
+    assert result.exit_code == 0 and "`exaprov up --sandbox`" in result.output
