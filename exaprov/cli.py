@@ -51,7 +51,10 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sandbox", is_flag=True,
                      help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log retries and waits."),
-        click.option("--debug", is_flag=True, help="Log every AWS call; tracebacks on errors."),
+        click.option("--debug", is_flag=True,
+                     help="Log one line per AWS call (operation, parameter names, status, time) "
+                          "and tracebacks on errors; EXAPROV_DEBUG_BOTOCORE=1 adds botocore's own "
+                          "log."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -145,14 +148,21 @@ _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "boto
 
 
 def _setup_logging(verbose: bool, debug: bool) -> None:
+    """exaprov's own lines only: -v its retries and waits, --debug also one line per AWS call.
+
+    botocore's internals (about a thousand lines for one plan) are shown only when asked for
+    separately, with EXAPROV_DEBUG_BOTOCORE=1 beside --debug.
+    """
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
-    logging.getLogger("botocore").setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("exaprov").setLevel(level)
+    botocore_too = debug and os.environ.get("EXAPROV_DEBUG_BOTOCORE") == "1"
+    logging.getLogger("botocore").setLevel(logging.DEBUG if botocore_too else logging.WARNING)
     # These print request parameters, signed requests and response bodies: a PutSecretValue's
-    # SecretString, a CreateAccessKey's secret key. --debug logs each call by name instead.
+    # SecretString, a CreateAccessKey's secret key. Never, whatever is asked for.
     for name in _BODY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(logging.INFO if botocore_too else logging.WARNING)
     # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 

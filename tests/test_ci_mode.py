@@ -167,3 +167,20 @@ def test_init_mentions_the_sandbox(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)
     result = cli("init")
     assert result.exit_code == 0 and "`exaprov up --sandbox`" in result.output
+
+
+def test_debug_prints_one_line_per_aws_call_with_parameter_names_only(
+        workdir: Path, aws: None, calls: CallLog) -> None:
+    write_config(SMALL)
+    assert cli("up", "--yes").exit_code == 0
+    calls.clear()
+    result = cli("plan", "--debug")
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    call_lines = [line for line in lines if line.startswith("DEBUG exaprov.aws: aws ")]
+    assert len(call_lines) == len(calls.calls)  # one line per call, each call once
+    assert not [line for line in lines if "botocore" in line or "urllib3" in line]
+    describe = next(line for line in call_lines if " ec2 DescribeVpcs(" in line)
+    assert "DescribeVpcs(Filters): 200 in " in describe, describe
+    assert not [line for line in call_lines if "body" in line or "headers" in line]
+    assert len(lines) < 2 * len(call_lines) + 20  # exaprov's own lines, not botocore's internals
