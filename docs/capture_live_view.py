@@ -54,8 +54,12 @@ def node_groups_moment(screen: str) -> bool:
     return len(re.findall(r"^\s*↳ node group ", screen, flags=re.M)) >= 2
 
 
-def capture(scale: float = 0.05, bound: float = 300.0) -> Capture:
-    """Run a sandbox `up` in a private tmux session; the screen at the two moments and at the end."""
+def capture(scale: float = 0.05, bound: float = 300.0,
+            durations: dict[str, float] | None = None) -> Capture:
+    """Run a sandbox `up` in a private tmux session; the screen at the two moments and at the end.
+
+    `durations`: AWS seconds that replace the model's for some keys (`nodegroup_create`: 600),
+    as EXAPROV_EMULATOR_<KEY>_SECONDS does; still multiplied by `scale`."""
     if shutil.which("tmux") is None:
         raise RuntimeError("tmux is not installed")
     work = Path(tempfile.mkdtemp(prefix="exaprov-live-view-"))
@@ -67,6 +71,8 @@ def capture(scale: float = 0.05, bound: float = 300.0) -> Capture:
         "EXAPROV_TIME_SCALE": str(scale), "TERM": "xterm-256color",
         "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p),
     })
+    env.update({f"EXAPROV_EMULATOR_{key.upper()}_SECONDS": str(seconds)
+                for key, seconds in (durations or {}).items()})
     exaprov = [sys.executable, "-m", "exaprov"]
     subprocess.run([*exaprov, "init"], cwd=work, env=env, check=True, capture_output=True)
     socket = f"exaprov-capture-{os.getpid()}"

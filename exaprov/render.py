@@ -404,11 +404,12 @@ def print_run_summary(result: RunResult, verb: str, *, flags: str = "",
         mark, colour = _MARKS.get(outcome.status, ("·", "dim"))
         console.print(Text.assemble((mark, colour), " ", (outcome.step, "bold"),
                                     f" {outcome.status}"), soft_wrap=True)
-    took = f" in {fmt_seconds(seconds)}" if seconds is not None else ""
     colour = "red" if result.failed else "green"
     console.print(Text.assemble((f"{verb}:", f"bold {colour}"), " ",
-                                ", ".join(parts) if parts else "nothing to change", took, "."),
+                                ", ".join(parts) if parts else "nothing to change", "."),
                   soft_wrap=True)
+    if seconds is not None:
+        console.print(Text(f"Took {fmt_seconds(seconds)}.", style="dim"), soft_wrap=True)
     if result.failed:
         return
     hints = next_commands(verb, flags)
