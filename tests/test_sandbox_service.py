@@ -71,18 +71,21 @@ def test_one_emulator_per_user_whatever_the_folder(stopped_afterwards: None, tmp
     assert f"already running at {endpoint}" in cli("sandbox", "start").stderr
     # ... and a --sandbox command in the other folder uses it without starting another.
     Path("exaprov.yaml").write_text("name: other\nregion: us-west-1\n")
-    status = cli("status", "--sandbox")
-    assert not STARTED.search(status.stderr), status.stderr
+    plan = cli("plan", "--sandbox")
+    assert plan.exit_code == 0, plan.output
+    assert not STARTED.search(plan.stderr), plan.stderr
     assert sandbox.status()["endpoint"] == endpoint
 
 
 def test_a_sandbox_command_says_when_it_starts_the_emulator(stopped_afterwards: None,
                                                             workdir: Path) -> None:
-    first = cli("status", "--sandbox")
+    first = cli("plan", "--sandbox")
     found = STARTED.search(first.stderr)
     assert found, first.stderr
     assert sandbox.status()["pid"] == int(found.group(3))
-    assert not STARTED.search(cli("status", "--sandbox").stderr)  # running already: silent
+    again = cli("plan", "--sandbox")
+    assert again.exit_code == 0, again.output
+    assert not STARTED.search(again.stderr)  # running already: silent
 
 
 def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
