@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -176,6 +177,7 @@ class ProgressReporter:
         self._waits: dict[tuple[str, str], _Wait] = {}
         self._logged: dict[str, str] = {}
         self._live: Any = None
+        self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
 
     # -- the context: starts and stops the live area ---------------------------------
 
@@ -186,13 +188,23 @@ class ProgressReporter:
         if self.live:
             from rich.live import Live
 
+            stderr = sys.stderr
             self._live = Live(_Area(self), console=self.console, refresh_per_second=4,
                               transient=True, redirect_stdout=False, redirect_stderr=True)
             self._live.__enter__()
+            # -v and --debug log lines: rich redirects sys.stderr above the live area, but a
+            # logging handler keeps the stream it was given; point it there too meanwhile.
+            if sys.stderr is not stderr:
+                self._rerouted = [(h, h.setStream(sys.stderr)) for h in logging.getLogger().handlers
+                                  if isinstance(h, logging.StreamHandler) and h.stream is stderr]
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.seconds = time.monotonic() - self._began
+        for handler, stream in self._rerouted:
+            if stream is not None:
+                handler.setStream(stream)
+        self._rerouted = []
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None

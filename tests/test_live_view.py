@@ -302,3 +302,26 @@ def test_no_color_in_a_terminal(terminal_env: dict[str, str]) -> None:
     raw = _in_a_pty({**terminal_env, "NO_COLOR": "1"})
     assert not COLOUR.search(raw)
     assert "node group runner-gpu: creating" in raw
+
+
+def test_log_lines_go_above_the_live_area(monkeypatch: pytest.MonkeyPatch) -> None:
+    """-v and --debug lines written while the view is live are printed above it (through rich),
+    not straight onto the terminal where the next refresh would overwrite them."""
+    import logging
+
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, markup=False, emoji=False)
+    handler = logging.StreamHandler(sys.stderr)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        reporter = render.ProgressReporter(console, title="exaprov up")
+        assert reporter.live
+        with reporter:
+            reporter.started("network")
+            logging.getLogger("exaprov.test").warning("a log line while live")
+        assert handler.stream is sys.stderr  # given back afterwards
+    finally:
+        root.removeHandler(handler)
+    assert "a log line while live" in screen.getvalue()
