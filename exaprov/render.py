@@ -406,9 +406,11 @@ def print_run_summary(result: RunResult, verb: str, *, flags: str = "",
                       seconds: float | None = None, console: Console | None = None) -> None:
     """The end of a run: what changed, how long it took, what did not finish, what to run next.
     (Each step's own line was printed as it ended.)"""
+    global last_reporter
     console = console or err
     if seconds is None and last_reporter is not None and last_reporter.seconds is not None:
-        seconds = last_reporter.seconds
+        seconds = last_reporter.seconds  # the run this summary ends; not again for another
+    last_reporter = None
     counts = change_counts(result.changes)
     parts = [f"{n} {_DONE[a]}" for a, n in counts.items() if n]
     unfinished = [o for o in result.outcomes.values() if o.status != "done"]

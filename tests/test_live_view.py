@@ -325,3 +325,17 @@ def test_log_lines_go_above_the_live_area(monkeypatch: pytest.MonkeyPatch) -> No
     finally:
         root.removeHandler(handler)
     assert "a log line while live" in screen.getvalue()
+
+
+def test_paused_takes_the_live_area_off_while_a_question_is_asked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TTY_INTERACTIVE", "1")
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, markup=False, emoji=False)
+    with render.ProgressReporter(console, title="exaprov up") as reporter:
+        reporter.started("node-groups")
+        with reporter.paused():
+            assert not reporter._live.is_started
+            console.file.write("Delete node group x? [y/N] ")
+        assert reporter._live.is_started
+    assert "Delete node group x? [y/N] " in screen.getvalue()
