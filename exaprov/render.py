@@ -341,14 +341,18 @@ def _scaled(seconds: float) -> float:
 
 
 def _command_title() -> str:
-    """`exaprov up`, from the click command running (plain `exaprov` outside one)."""
+    """`exaprov up`, `exaprov state recover`: the click command running (`exaprov` outside one)."""
     try:
         import click
 
         ctx = click.get_current_context(silent=True)
     except ImportError:  # pragma: no cover - click is a dependency
         ctx = None
-    return f"exaprov {ctx.info_name}" if ctx is not None and ctx.parent is not None else "exaprov"
+    names: list[str] = []
+    while ctx is not None and ctx.parent is not None:  # up to the root (`exaprov` itself)
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return " ".join(["exaprov", *names])
 
 
 # The reporter of the last run, for its summary (how long the run took).
