@@ -724,6 +724,9 @@ def sandbox_stop(yes: bool) -> None:
             if not _confirm("Stop the sandbox emulator and forget them?"):
                 click.echo("Not stopped.", err=True)
                 sys.exit(EXIT_INPUT)
+    if sb.stop_legacy():
+        click.echo("Stopped the emulator an older exaprov ran for this folder (state/sandbox).",
+                   err=True)
     click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
 
 

@@ -51,6 +51,8 @@ _LOCK = "server.lock"
 _READY = "server.ready"
 _EMULATOR_MODULE = "exaprov.emulator"
 _POLL = 0.05
+_LOG_BOUND = 5 * 1024 * 1024  # bytes of server.log before a start moves it to server.log.1
+LEGACY_ROOT = Path("state")  # exaprov before one emulator per user kept one per folder here
 ENV_SANDBOX_HOME = "EXAPROV_SANDBOX_HOME"
 TAG_DEPLOYMENT = "exaprov:deployment"  # exaprov.engine's, without importing the engine
 
@@ -222,6 +224,10 @@ def _start(directory: Path, timeout: float) -> dict[str, Any]:
     ready = directory / _READY
     ready.unlink(missing_ok=True)
     log = directory / _LOG
+    # One log for every start of the user's emulator: keep the previous one aside past a bound.
+    with contextlib.suppress(OSError):
+        if log.stat().st_size > _LOG_BOUND:
+            os.replace(log, log.with_name(_LOG + ".1"))
     log_fd = _open_private(log, os.O_WRONLY | os.O_APPEND)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.write(log_fd, f"--- exaprov {__version__}: starting emulator at {started_at}\n".encode())
@@ -383,6 +389,14 @@ def status(state_root: Path | None = None) -> dict[str, Any] | None:
         return None
     running = _is_our_emulator(record["pid"]) and _answers(record["endpoint"])
     return {**record, "running": running}
+
+
+def stop_legacy(timeout: float = 10.0) -> bool:
+    """Stop the per-folder emulator an older exaprov may have left in ./state/sandbox (only
+    if its record is there: never creates the folder)."""
+    if not (LEGACY_ROOT / "sandbox" / _RECORD).is_file():
+        return False
+    return stop(LEGACY_ROOT, timeout)
 
 
 def stop(state_root: Path | None = None, timeout: float = 10.0) -> bool:

@@ -201,3 +201,26 @@ def test_stop_names_deployments_anywhere_and_asks_on_a_terminal(stopped_afterwar
     code, shown = _answer_in_a_terminal(["sandbox", "stop"], b"y\n", tmp_path)
     assert code == 0 and "Sandbox emulator stopped." in shown, shown
     assert sandbox.status() is None
+
+
+def test_stop_also_ends_a_per_folder_emulator_left_by_an_older_exaprov(
+        stopped_afterwards: None, workdir: Path) -> None:
+    sandbox.ensure_running(Path("state"), announce=False)  # where older versions kept it
+    try:
+        legacy = sandbox.status(Path("state"))["pid"]
+        cli("sandbox", "start")
+        stopped = _stop()
+        assert stopped.exit_code == 0, stopped.output
+        assert "an older exaprov ran for this folder" in stopped.stderr
+        assert not sandbox._is_our_emulator(legacy) and sandbox.status() is None
+        assert not Path("state/sandbox/server.json").exists()
+    finally:
+        sandbox.stop(Path("state"))
+
+
+def test_a_start_keeps_a_long_log_aside(stopped_afterwards: None, tmp_path: Path) -> None:
+    log = sandbox.sandbox_dir() / "server.log"
+    log.write_bytes(b"x" * (sandbox._LOG_BOUND + 1))
+    cli("sandbox", "start")
+    assert (log.parent / "server.log.1").stat().st_size == sandbox._LOG_BOUND + 1
+    assert log.stat().st_size < 10_000 and "starting emulator" in log.read_text()
