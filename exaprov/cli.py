@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -285,10 +286,23 @@ def up(yes: bool, plan_path: Path | None, **kw: Any) -> None:
 
     expected = saved_plan.load(plan_path) if plan_path is not None else None
     deployment = _deployment(kw)
-    confirm = (lambda question: True) if yes or expected is not None else _confirm
     with render.ProgressReporter() as reporter:
+        confirm = (lambda question: True) if yes or expected is not None else \
+            _asking_over(reporter)
         result = deployment.up(reporter=reporter, confirm=confirm, expected=expected)
     _finish(result, "up")
+
+
+def _asking_over(reporter: Any) -> Callable[[str], bool]:
+    """`_confirm` for questions asked while the live view runs: one question at a time (steps
+    run in threads), with the live area off the screen so nothing overwrites the prompt."""
+    one_at_a_time = threading.Lock()
+
+    def ask(question: str) -> bool:
+        with one_at_a_time, reporter.paused():
+            return _confirm(question)
+
+    return ask
 
 
 @main.command(cls=DetailedExitCommand)
