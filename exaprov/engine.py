@@ -109,6 +109,12 @@ class RunResult:
 
 
 class Reporter(Protocol):
+    """What a command shows while steps run. Two methods are optional (looked up with getattr,
+    so a reporter with only these three still works): `planned(steps)`, the steps the run
+    walks, once before the first starts; and `waiting(step, resource, state, seconds, done)`,
+    each poll of a wait for one resource (done=True when that wait ends), which replaces
+    that wait's `activity` lines so each waited-on resource can have a line of its own."""
+
     def started(self, step: str) -> None: ...
 
     def activity(self, step: str, text: str) -> None: ...
@@ -122,6 +128,10 @@ class NullReporter:
 
     def activity(self, step: str, text: str) -> None:
         log.info("%s: %s", step, text)
+
+    def waiting(self, step: str, resource: str, state: str, seconds: float, done: bool) -> None:
+        if not done:
+            log.info("%s: waiting for %s: %s (%.0fs)", step, resource, state, seconds)
 
     def finished(self, outcome: Outcome) -> None:
         pass
@@ -279,8 +289,13 @@ class StepContext:
         return resource_id
 
     def create(self, logical: str, kind: str, create: Callable[[str], str], *,
-               detail: str = "", name: str | None = None, **attrs: Any) -> str:
-        """Create a missing resource: intent first, then the call, then its ID, each saved."""
+               detail: str = "", name: str | None = None, listed: bool = False,
+               **attrs: Any) -> str:
+        """Create a missing resource: intent first, then the call, then its ID, each saved.
+
+        `listed=True`: the create is part of a change already listed (a replacement's new
+        resource), so it is not counted again: `up` reports what `plan` showed.
+        """
         address = self.address(logical)
         recorded = self.recorded(logical)
         recorded_id = recorded.get("id") if recorded else None
@@ -288,7 +303,8 @@ class StepContext:
         row = self.run.observe(Observed(address, kind, recorded_id, None, live))
         if recorded_id:
             row.drift.append(f"state records {recorded_id} but it is gone from AWS")
-        self.run.add_change(Change("create", address, kind, detail))
+        if not listed:
+            self.run.add_change(Change("create", address, kind, detail))
         if self.planning:
             return unknown(address)
         token = (recorded or {}).get("token") if (recorded or {}).get("status") == INTENT \
@@ -335,13 +351,16 @@ class StepContext:
     # -- destroy -----------------------------------------------------------------
 
     def delete(self, logical: str, kind: str, resource_id: str | None,
-               delete: Callable[[str], Any], *, detail: str = "") -> None:
-        """Delete one resource; "already gone" counts as success. Forgets it afterwards."""
+               delete: Callable[[str], Any], *, detail: str = "", listed: bool = False) -> None:
+        """Delete one resource; "already gone" counts as success. Forgets it afterwards.
+
+        `listed=True`: part of a change already listed (a replacement's old resource)."""
         address = self.address(logical)
         if resource_id is None or is_unknown(resource_id):
             self.forget(logical)
             return
-        self.run.add_change(Change("delete", address, kind, detail or resource_id))
+        if not listed:
+            self.run.add_change(Change("delete", address, kind, detail or resource_id))
         if self.planning:
             return
         self.run.writer.record(address, kind=kind, id=resource_id, status=DELETING)
@@ -363,6 +382,12 @@ class StepContext:
                     self.run.questions.append(question)
             return True
         return self.run.confirm(question)
+
+    def created_in_this_run(self, address: str) -> bool:
+        """Whether this run created (or replaced) the resource at `address`: what is then done
+        to it, or to what hangs on it, is part of making it, not a change of its own."""
+        return any(c.address == address and c.action in ("create", "replace")
+                   for c in list(self.run.changes))
 
     def forget(self, logical: str) -> None:
         if not self.planning:
@@ -394,9 +419,12 @@ class StepContext:
 
     def wait_until(self, what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
                    timeout: float, interval: float, describe: Callable[[T], str] = str) -> T:
+        waiting = getattr(self.run.reporter, "waiting", None)
+        progress = None if waiting is None else (
+            lambda state, seconds, done: waiting(self.step, what, state, seconds, done))
         return wait_until(what, lambda: self.call(probe), ready, timeout=timeout,
                           interval=interval, cancel=self.cancel, report=self.report,
-                          describe=describe)
+                          describe=describe, progress=progress)
 
     def wait_gone(self, what: str, status: Callable[[], str], *, timeout: float,
                   interval: float) -> None:
@@ -437,6 +465,9 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         run.reporter.started(name)
         running[pool.submit(work, name)] = (name, time.monotonic())
 
+    planned = getattr(run.reporter, "planned", None)
+    if planned is not None:
+        planned(list(graph))
     pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step")
     abandon = False
     try:
