@@ -59,7 +59,8 @@ class Sandbox:
 
     @property
     def endpoint(self) -> str:
-        return json.loads((self.work / "state" / "sandbox" / "server.json").read_text())["endpoint"]
+        record = Path(self.env["XDG_STATE_HOME"]) / "exaprov" / "sandbox" / "server.json"
+        return json.loads(record.read_text())["endpoint"]
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name=REGION, endpoint_url=self.endpoint,
@@ -97,7 +98,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     subprocess.run([*exaprov_command(), "init"], cwd=work, env=env, check=True,
                    capture_output=True)
     try:
-        box.run("status")  # starts the emulator; read-only
+        box.run("plan")  # starts the emulator; read-only
         box.client("s3").create_bucket(Bucket=BUCKET, CreateBucketConfiguration={
             "LocationConstraint": REGION})
         box.empty = box.census()
