@@ -290,7 +290,7 @@ def test_sigterm_and_sighup_stop_like_the_first_ctrl_c(sandbox: Sandbox, sig: st
                                key=key if store == "s3" else None)
         assert stopped.returncode == 128 + signum, stopped.stderr
         assert f"Interrupted by {sig}" in stopped.stderr
-        assert f"Run `exaprov {command}` again" in stopped.stderr
+        assert f"Run `exaprov {command} --sandbox` again" in stopped.stderr
 
         # The state is valid (whole, and it parses as exaprov's state) and no lock is left.
         if store == "s3":
