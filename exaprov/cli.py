@@ -231,8 +231,12 @@ def status(output: str, **kw: Any) -> None:
 @click.option("--disable-deletion-protection", is_flag=True,
               help="Turn off the database's DeletionProtection and delete it (its data is lost); "
                    "without it, a protected database stops destroy before anything is deleted.")
+@click.option("--skip-final-snapshot", is_flag=True,
+              help="Delete the database without taking its final snapshot "
+                   "(<exadeploy_id>-final-<UTC date-time>, which exaprov never deletes).")
 @handle_errors
-def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
+def destroy(yes: bool, disable_deletion_protection: bool, skip_final_snapshot: bool,
+            **kw: Any) -> None:
     """Delete everything the deployment created, dependants first."""
     from exaprov import render
 
@@ -243,7 +247,10 @@ def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
         result = deployment.destroy(reporter=reporter,
-                                    disable_deletion_protection=disable_deletion_protection)
+                                    disable_deletion_protection=disable_deletion_protection,
+                                    skip_final_snapshot=skip_final_snapshot)
+    for kept in deployment.kept:
+        click.echo(f"Kept: {kept}.", err=True)
     _finish(result, "destroy")
 
 

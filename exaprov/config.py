@@ -648,6 +648,49 @@ class BackendConfig(_Model):
     db_port: StrictInt = 5432
     db_instance_class: str = "db.t4g.micro"
     db_storage_encrypted: StrictBool = True
+    # What a database needs in December 2026 (RDS user guide; the Terraform rds module's
+    # variables of the same meaning). Each is reconciled in place with ModifyDBInstance.
+    db_storage_type: Literal["gp3", "gp2"] = "gp3"  # gp3: baseline 3,000 IOPS at gp2's price
+    db_max_allocated_storage: StrictInt = 100  # storage autoscaling ceiling, GiB; 0 = off
+    db_backup_retention_days: StrictInt = 7  # automated backups kept, 0-35 days; 0 = none
+    db_deletion_protection: StrictBool = True  # `destroy --disable-deletion-protection` lifts it
+    # False = EngineLifecycleSupport open-source-rds-extended-support-disabled: a major version
+    # past standard support is not enrolled in (billed) RDS Extended Support; PostgreSQL 13
+    # left standard support on 2026-02-28. True = RDS's default, enrolled.
+    db_extended_support: StrictBool = False
+    # RDS rotates a managed master password every 7 days unless told otherwise, and the module
+    # repository receives the password once: null = never (rotation turned off on the secret;
+    # `exaprov rotate-db-password` rotates on demand), else every N days (1-1000).
+    db_password_rotation_days: StrictInt | None = None
+
+    @field_validator("db_max_allocated_storage")
+    @classmethod
+    def _max_storage(cls, v: int) -> int:
+        if v != 0 and not 20 <= v <= 65536:
+            _fail("is out of range", v, "0 (storage autoscaling off) or a ceiling in GiB up to 65536")
+        return v
+
+    @field_validator("db_backup_retention_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if not 0 <= v <= 35:
+            _fail("is out of range", v, "RDS keeps automated backups 0 (none) to 35 days")
+        return v
+
+    @field_validator("db_password_rotation_days")
+    @classmethod
+    def _rotation(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= 1000:
+            _fail("is out of range", v, "null (never rotate) or 1 to 1000 days (Secrets Manager)")
+        return v
+
+    @model_validator(mode="after")
+    def _ceiling_above_storage(self) -> BackendConfig:
+        if self.db_max_allocated_storage and self.db_max_allocated_storage <= self.db_storage:
+            _fail("must be above db_storage for storage autoscaling", self.db_max_allocated_storage,
+                  f"more than {self.db_storage} GiB, or 0 to turn autoscaling off",
+                  at=("db_max_allocated_storage",))
+        return self
 
     @field_validator("exadeploy_id", mode="before")
     @classmethod

@@ -67,6 +67,7 @@ class Deployment:
         self._aws: Any = None
         location = str(target.state_path) if target.state_path else self.cfg.state
         self.store: StateStore = self._store(location)
+        self.kept: list[str] = []  # what destroy left for the user to keep (final snapshots)
 
     def _store(self, location: str | None) -> StateStore:
         """Local file by default; `--state s3://bucket/key` (or `state:` in the config) for a
@@ -163,7 +164,8 @@ class Deployment:
 
     def destroy(self, reporter: engine.Reporter | None = None,
                 cancel: CancelToken | None = None,
-                disable_deletion_protection: bool = False) -> engine.RunResult:
+                disable_deletion_protection: bool = False,
+                skip_final_snapshot: bool = False) -> engine.RunResult:
         from exaprov.steps import STEPS
 
         with self.locked():
@@ -173,7 +175,9 @@ class Deployment:
             self.check_account(state, None)
             self._check_deletion_protection(state, disable_deletion_protection)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
+            run.final_snapshot = not skip_final_snapshot
             result = engine.destroy(STEPS, run)
+            self.kept = run.kept
             if not result.failed:
                 writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
             return result
