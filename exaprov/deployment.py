@@ -201,6 +201,36 @@ class Deployment:
                         "protection)", ident)
             disable_deletion_protection(self.aws, ident)
 
+    def rotate_db_password(self, cancel: CancelToken | None = None) -> dict[str, str]:
+        """`rotate-db-password`: RDS sets a new master password now (ModifyDBInstance
+        RotateMasterUserPassword, applied immediately; AWS requires that), whatever the
+        secret's schedule; returns once the secret's AWSCURRENT version is the new one."""
+        from exaprov.waiting import wait_until
+
+        with self.locked():
+            state = self.read_state()
+            database = (state.outputs.get("database") if state else None) or {}
+            ident, arn = database.get("rds_identifier"), database.get("rds_password_secret_arn")
+            if state is None or not ident or not arn or "(" in str(arn):
+                raise InputError(f"rotate-db-password: the deployment {self.cfg.name!r} has no "
+                                 "database with an RDS-managed password in its state",
+                                 hint="run `exaprov up` first (with a module_repo_backend)")
+            self.check_account(state, None)
+            secrets = self.aws.client("secretsmanager")
+
+            def current() -> str:
+                stages = secrets.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+                return next((v for v, labels in stages.items() if "AWSCURRENT" in labels), "")
+
+            before = current()
+            self.aws.rds.modify_db_instance(DBInstanceIdentifier=ident, RotateMasterUserPassword=True,
+                                            ApplyImmediately=True)
+            # Managed rotation "typically completes within one minute" (Secrets Manager guide).
+            after = wait_until(f"the new password of {ident}", current, lambda v: v != before,
+                               timeout=15 * 60, interval=5, cancel=cancel or CancelToken(),
+                               report=lambda text: log.info("%s", text))
+            return {"identifier": ident, "secret_arn": arn, "version": after}
+
     def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
              region: str | None = None, profile: str | None = None,
              reporter: engine.Reporter | None = None) -> engine.RunResult:
