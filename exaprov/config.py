@@ -530,6 +530,7 @@ class ClusterConfig(_Model):
     aws_auth_roles: list[AwsAuthRole] = Field(default_factory=list)
     aws_auth_users: list[AwsAuthUser] = Field(default_factory=list)
     imds_hop_limit: StrictInt = 1  # exaprov extra: IMDSv2 hop limit on the launch templates
+    detailed_monitoring: StrictBool = True  # the nodes' one-minute EC2 metrics (the eks module's)
 
     @field_validator("cluster_name", mode="before")
     @classmethod

@@ -61,6 +61,7 @@ cluster:
   aws_auth_roles: []  # IAM roles given cluster access: [{rolearn, username, groups}]
   aws_auth_users: []  # IAM users given cluster access: [{userarn, username, groups}]
   imds_hop_limit: 1  # IMDSv2 hop limit on the nodes; 2 lets pods without IRSA reach IMDS
+  detailed_monitoring: true  # one-minute EC2 metrics of the nodes
 module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S3
   exadeploy_id: $exadeploy_id  # names the RDS instance, S3 bucket and IAM user
   db_storage: 15  # RDS storage, GiB

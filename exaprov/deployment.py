@@ -319,7 +319,9 @@ class Deployment:
         from exaprov import outputs
 
         state = self.read_state()
-        groups = outputs.collect(state.outputs if state else {})
+        groups = outputs.collect(state.outputs if state else {},
+                                 account_id=state.data.get("account_id") if state else None,
+                                 region=self.cfg.region, vpc_name=self.cfg.network.vpc_name)
         if reveal:
             secrets = self.aws.client("secretsmanager")
             outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])
