@@ -216,3 +216,31 @@ def test_storage_grown_by_autoscaling_is_not_drift(
     rds.modify_db_instance(DBInstanceIdentifier=IDENT, AllocatedStorage=40, ApplyImmediately=True)
     calls.clear()
     assert stack.up().changes == [] and calls.mutating() == []
+
+
+def test_the_emulator_s_http_hooks_move_the_clock_and_answer_the_password(
+        workdir: Path, tmp_path: Path, aws: None) -> None:
+    """What an end-to-end test against the emulator process uses (no sleeping there either)."""
+    import io
+
+    from exaprov.emulator import _RequestLatency
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        raise AssertionError("the hooks never reach moto")
+
+    def call(method: str, path: str, query: str = "", body: bytes = b"") -> tuple[str, Any]:
+        status: list[str] = []
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query,
+                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        answer = _RequestLatency(app)(environ, lambda s, headers: status.append(s))
+        return status[0], json.loads(b"".join(answer))
+
+    build(tmp_path, db_password_rotation_days=7)
+    status, found = call("GET", emulator_rds.PASSWORD_PATH, f"db={IDENT}&region={REGION}")
+    assert status.startswith("200") and found["password"] == emulator_rds.database_password(IDENT)
+    first = found["password"]
+    status, clock = call("POST", emulator_rds.CLOCK_PATH, body=b'{"advance_seconds": 691200}')
+    assert status.startswith("200") and clock["offset_seconds"] == 8 * DAY
+    assert call("GET", emulator_rds.PASSWORD_PATH, f"db={IDENT}")[1]["password"] != first
+    assert call("GET", emulator_rds.PASSWORD_PATH, "db=nope")[0].startswith("404")
+    assert call("POST", emulator_rds.CLOCK_PATH, body=b'{"advance_seconds": -1}')[0].startswith("400")
