@@ -13,8 +13,9 @@ group, not public, with its master password managed by RDS in Secrets Manager
 (exaprov only ever sees the secret's ARN) and that secret's automatic rotation off
 unless `db_password_rotation_days` sets a schedule. gp3 storage with autoscaling, 7-day
 backups, DeletionProtection, tags copied to snapshots, minor version auto-upgrades and
-no RDS Extended Support enrolment by default, each reconciled in place. Storage grows and the class changes in
-place; a smaller storage or another major version is refused before any change.
+no RDS Extended Support enrolment by default, each reconciled in place. Storage grows
+and the class changes in place; a smaller storage (beyond what autoscaling grew) or
+another major version is refused before any change.
 
 Reads: network (vpc_id, db_subnet_group_name), security-groups (node and cluster
 SGs), cluster (cluster_primary_security_group_id), database-sg.
@@ -327,6 +328,8 @@ def reconcile_database(ctx: StepContext, db: dict[str, Any], sg_id: str) -> bool
         params["VpcSecurityGroupIds"] = [sg_id]
     for key, (label, value, shown) in wanted_settings(backend, db).items():
         live = pending.get(key, db.get(key))
+        if live is None and key == "EngineLifecycleSupport":
+            continue  # not in the answer (moto's plain server): nothing to compare with
         if live != value:
             changes.append(f"{label} {_show(live)} → {shown}")
             params[key] = value
