@@ -202,6 +202,9 @@ def test_destroy_deletes_instance_and_group_and_twice_is_fine(stack: Stack, ec2:
     snapshot, = rds.describe_db_snapshots()["DBSnapshots"]
     assert re.fullmatch(r"exafunction-mrbe-example-final-\d{8}-\d{6}", snapshot["DBSnapshotIdentifier"])
     assert snapshot["DBInstanceIdentifier"] == IDENT
+    tags = {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(
+        ResourceName=snapshot["DBSnapshotArn"])["TagList"]}
+    assert tags["owner"] == "exafunction"  # CopyTagsToSnapshot: the instance's tags, to find it by
     assert [k for k in stack.kept if snapshot["DBSnapshotIdentifier"] in k]
     stack.destroy()
     assert len(rds.describe_db_snapshots()["DBSnapshots"]) == 1  # never deleted by exaprov
