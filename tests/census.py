@@ -34,6 +34,7 @@ _HEX = re.compile(r"\b[0-9a-fA-F]{32}\b")
 _BUCKET = re.compile(r"^(module-repo-.+-)[a-z0-9]{8}$")
 _PRIMARY_SG = re.compile(r"(eks-cluster-sg-\S+-)\d{6,}")
 _FINAL = re.compile(r"-final-\d{8}-\d{6}$")
+_AUTOMATED = re.compile(r"^(rds:.+)-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}$")
 # The database's final snapshot: what `destroy` leaves on purpose, the user's to keep (exaprov
 # never deletes a snapshot), so "destroy leaves nothing" means: nothing but this.
 FINAL_SNAPSHOT = ("rds:db-snapshot", "exafunction-mrbe-example-final-<time>")
@@ -83,7 +84,8 @@ def census(region: str = REGION, **client_args: str) -> Census:
     for group in _pages(rds, "describe_db_subnet_groups", "DBSubnetGroups"):
         counted["rds:db-subnet-group", group["DBSubnetGroupName"]] += 1
     for snapshot in _pages(rds, "describe_db_snapshots", "DBSnapshots"):
-        counted["rds:db-snapshot", _FINAL.sub("-final-<time>", snapshot["DBSnapshotIdentifier"])] += 1
+        name = _AUTOMATED.sub(r"\1-<time>", snapshot["DBSnapshotIdentifier"])  # daily backups
+        counted["rds:db-snapshot", _FINAL.sub("-final-<time>", name)] += 1
     _s3(session.client("s3"), counted)
     for secret in _pages(session.client("secretsmanager"), "list_secrets", "SecretList"):
         if not secret.get("DeletedDate"):
