@@ -72,7 +72,7 @@ def wait_for(condition: Any, what: str, proc: subprocess.Popen[str]) -> None:
 
 
 def test_sigkill_while_up_waits_for_the_cluster_then_up_again_builds_it_once(sandbox: Path) -> None:
-    run("status", "--sandbox", cwd=sandbox)  # starts the emulator; read-only
+    run("plan", "--sandbox", cwd=sandbox)  # starts the emulator; read-only (status needs a state)
     empty = emulator_census(sandbox)
     # The reference: an uninterrupted `up` on the same emulator.
     run("up", "--sandbox", "--yes", cwd=sandbox)
