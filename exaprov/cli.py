@@ -354,12 +354,9 @@ def config_group() -> None:
 @config_group.command("schema")
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editor completion and validation)."""
-    from exaprov.config import Config
+    from exaprov.config import json_schema
 
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "exaprov.yaml"
-    click.echo(json.dumps(schema, indent=2))
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 @main.group("state")
