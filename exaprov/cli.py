@@ -31,6 +31,45 @@ def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
     return value
 
 
+def _state_flag(ctx: Any, param: Any, value: Path | None) -> Path | None:
+    # Path("") is "." too: refuse it here, where the flag is known.
+    if value is not None and str(value) in ("", "."):
+        raise click.BadParameter("an empty path; name the state file (or s3://bucket/key), or "
+                                 "leave the flag out for state/<name>.json")
+    return value
+
+
+def _endpoint_url(ctx: Any, param: Any, value: str | None) -> str | None:
+    """An http(s) URL with a host (and a valid port): botocore would raise on anything else
+    deep inside the first call, or send requests somewhere unintended."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    source = ctx.get_parameter_source(param.name)
+    where = " (from AWS_ENDPOINT_URL)" if source is click.core.ParameterSource.ENVIRONMENT else ""
+    shown = repr(value[:80])
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise click.BadParameter(f"{shown}{where} is not an http(s) URL with a host; write one "
+                                 "like http://127.0.0.1:5000 or https://ec2.us-west-1.amazonaws.com")
+    return value
+
+
+def _region_flag(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from exaprov.config import region_problem
+
+    if problem := region_problem(value):
+        raise click.BadParameter(f"{value[:40]!r} {problem[0]}; {problem[1]}")
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
@@ -38,11 +77,14 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
         click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
+                     callback=_state_flag,
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
                           "with --sandbox]."),
-        click.option("--region", default=None, help="AWS region (overrides the config)."),
+        click.option("--region", default=None, callback=_region_flag,
+                     help="AWS region (overrides the config)."),
         click.option("--profile", default=None, help="AWS profile from ~/.aws."),
         click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
+                     callback=_endpoint_url,
                      help="An AWS-compatible endpoint (e.g. a local emulator)."),
         click.option("--sandbox", is_flag=True,
                      help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
@@ -120,12 +162,24 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 
-def _deployment(kw: dict[str, Any]) -> Any:
+def _deployment(kw: dict[str, Any], writes_state: bool = True) -> Any:
     from exaprov.deployment import Deployment, Target
+    from exaprov.errors import InputError
 
+    endpoint = kw["endpoint_url"]
+    if kw["sandbox"] and endpoint:
+        source = click.get_current_context().get_parameter_source("endpoint_url")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise InputError("--sandbox and --endpoint-url both name where AWS is: --sandbox "
+                             "uses exaprov's own emulator", hint="pass one of them")
+        logging.getLogger("exaprov").warning(
+            "--sandbox: ignoring AWS_ENDPOINT_URL=%s (the sandbox is its own endpoint)",
+            endpoint[:80])
+        endpoint = None
     return Deployment(Target(config_path=kw["config_path"], state_path=kw["state_path"],
                              region=kw["region"], profile=kw["profile"],
-                             endpoint_url=kw["endpoint_url"], sandbox=kw["sandbox"]))
+                             endpoint_url=endpoint, sandbox=kw["sandbox"],
+                             writes_state=writes_state))
 
 
 def _finish(result: Any, verb: str) -> None:
@@ -153,7 +207,7 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=Path("exaprov.yaml"), show_default=True)
 @click.option("--name", default="example", show_default=True, help="The deployment's name.")
-@click.option("--region", default="us-west-1", show_default=True)
+@click.option("--region", default="us-west-1", show_default=True, callback=_region_flag)
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
               help="full: every key with its default and a comment (SPEC's example); minimal: "
@@ -163,13 +217,31 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
     """Write a config file with every key, its default and a comment."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
+    from exaprov.paths import check_file
 
     parse_config({"name": name, "region": region}, source="--name/--region")
+    check_file("--config", config_path, write=True, what="config file")
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
-    config_path.write_text(render_config(name=name, region=region, full=example == "full"))
+    _write_config_file(config_path, render_config(name=name, region=region, full=example == "full"))
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
+
+
+def _write_config_file(path: Path, text: str) -> None:
+    """0644 whatever the umask (tighter if the file already was): the config holds no secret,
+    but nobody else may change what exaprov builds."""
+    mode = 0o644
+    try:
+        mode &= path.stat().st_mode
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 @main.command()
@@ -180,7 +252,7 @@ def plan(output: str, **kw: Any) -> None:
     """Show what `up` would create, change or delete (read-only)."""
     from exaprov import render
 
-    result = _deployment(kw).plan()
+    result = _deployment(kw, writes_state=False).plan()
     _fail_if_failed(result)
     if output == "json":
         render.print_json({"changes": render.changes_json(result.changes),
@@ -212,7 +284,7 @@ def status(output: str, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
-    result = _deployment(kw).plan()
+    result = _deployment(kw, writes_state=False).plan()
     _fail_if_failed(result)
     if output == "json":
         rows = render.observed_json(result.observed)
@@ -270,7 +342,10 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
 
     if (output == "tfstate") != (file_path is not None):
         raise InputError("--file goes with --output tfstate, and --output tfstate needs --file PATH")
-    deployment = _deployment(kw)
+    from exaprov.paths import check_file
+
+    check_file("--file", file_path, write=True, what="Terraform state file")
+    deployment = _deployment(kw, writes_state=False)
     groups, state = deployment.outputs(reveal=reveal or output == "tfstate")
     if output == "tfstate":
         from exaprov.state import write_private
@@ -300,9 +375,13 @@ def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:
 
 
 def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
-    if not value:
+    if value is None:
         return None
     ids = [v.strip() for v in value.split(",") if v.strip()]
+    if not ids:
+        # Not "every route table": that is what leaving the flag out means.
+        raise click.BadParameter(f"{value!r} names no route table; list rtb-… IDs, or leave the "
+                                 "flag out for every route table of the client VPC")
     bad = [v for v in ids if not re.fullmatch(r"rtb-[0-9a-f]{8,17}", v)]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: not route table IDs (rtb-…)")
@@ -315,7 +394,8 @@ def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
 @click.option("--route-table-ids", callback=_route_tables, default=None,
               help="Client route tables to route through the peering (comma-separated) "
                    "[default: every route table of the client VPC].")
-@click.option("--peer-region", default=None, help="The client VPC's region, if another.")
+@click.option("--peer-region", default=None, callback=_region_flag,
+              help="The client VPC's region, if another.")
 @click.option("--peer-profile", default=None,
               help="AWS profile of the client VPC's account, if another (accepts the peering and "
                    "writes the client-side routes).")
@@ -418,7 +498,7 @@ def state_recover(output: str, yes: bool, force: bool, peer_profiles: dict[str, 
     """
     from exaprov import recover, render
 
-    deployment = _deployment(kw)
+    deployment = _deployment(kw, writes_state=yes)
     with render.ProgressReporter() as reporter:
         recovery = deployment.recover(write=yes, force=force, peer_profiles=peer_profiles,
                                       reporter=reporter)
@@ -496,8 +576,11 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
     """Add or update the cluster in a kubeconfig, merged by name like `aws eks update-kubeconfig`."""
     from exaprov import kubeconfig as kc
     from exaprov.errors import InputError
+    from exaprov.paths import check_file
 
-    deployment = _deployment(kw)
+    check_file("--file" if file_path else "$KUBECONFIG (or ~/.kube/config)",
+               file_path or kc.default_path(), write=True, what="kubeconfig")
+    deployment = _deployment(kw, writes_state=False)
     groups, _ = deployment.outputs()
     cluster = groups["exafunction_cluster"]
     if not cluster.get("cluster_endpoint"):

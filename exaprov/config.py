@@ -41,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exaprov.errors import ConfigError
+from exaprov.paths import file_kind
 
 DEFAULT_REGION = "us-west-1"
 # EKS standard and extended support; the seed's 1.22 is long gone.
@@ -165,6 +166,65 @@ def region_problem(value: str) -> tuple[str, str] | None:
     return (f"is not a region botocore {version} knows",
             f"{nearest}a region newer than botocore: upgrade botocore, or set "
             f"{EXTRA_REGIONS_ENV}={value}")
+
+
+# A family newer than the shipped table (exaprov/data/instance_types.yaml): name it with its
+# architecture and accelerator, e.g. EXAPROV_EXTRA_INSTANCE_FAMILIES=m9g:arm64,p7:x86_64:nvidia
+EXTRA_FAMILIES_ENV = "EXAPROV_EXTRA_INSTANCE_FAMILIES"
+_ACCELERATOR_OF_CATEGORY = {"cpu": None, "gpu": "nvidia", "inferentia": "neuron"}
+_ACCELERATOR_WORDS = {"nvidia": "NVIDIA GPU", "neuron": "AWS Neuron (Inferentia/Trainium)",
+                      None: "no accelerator"}
+
+
+class InstanceKind(NamedTuple):
+    architecture: str  # x86_64 | arm64
+    accelerator: str | None  # nvidia | neuron | None
+
+
+def extra_families() -> dict[str, InstanceKind]:
+    """The families named in EXAPROV_EXTRA_INSTANCE_FAMILIES (malformed entries: ConfigError)."""
+    found: dict[str, InstanceKind] = {}
+    for item in os.environ.get(EXTRA_FAMILIES_ENV, "").split(","):
+        if not item.strip():
+            continue
+        family, _, rest = item.strip().partition(":")
+        arch, _, accel = rest.partition(":")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", family) or arch not in ("x86_64", "arm64") \
+                or accel not in ("", "nvidia", "neuron"):
+            raise ConfigError([f"{EXTRA_FAMILIES_ENV}: {item.strip()[:40]!r} is not "
+                               "FAMILY:ARCHITECTURE[:ACCELERATOR], e.g. m9g:arm64 or "
+                               "p7:x86_64:nvidia (x86_64 or arm64; nvidia or neuron)"],
+                              EXTRA_FAMILIES_ENV)
+        found[family] = InstanceKind(arch, accel or None)
+    return found
+
+
+def instance_kind(instance_type: str) -> InstanceKind | None:
+    """Architecture and accelerator of a type in the shipped table or an opted-in family."""
+    from exaprov import instance_types
+
+    info = instance_types.describe(instance_type)
+    if info is not None:
+        return InstanceKind(info.architecture, info.accelerator)
+    family, dot, size = instance_type.partition(".")
+    return extra_families().get(family) if dot and size else None
+
+
+def _instance_type_problem(value: str) -> tuple[str, str] | None:
+    from exaprov import instance_types
+
+    if instance_kind(value) is not None:
+        return None
+    near = instance_types.nearest(value)
+    nearest = f"did you mean {' or '.join(near)}? " if near else ""
+    family = value.partition(".")[0]
+    if family in instance_types.known_families():
+        sizes = ", ".join(instance_types.family_sizes(family) or ())
+        return f"is not a size of the {family} family", f"{nearest}{family} comes in {sizes}"
+    return ("is not an instance type exaprov knows",
+            f"{nearest}the table is exaprov/data/instance_types.yaml; a family newer than it: "
+            f"set {EXTRA_FAMILIES_ENV}={family or 'FAMILY'}:x86_64 (or :arm64, "
+            ":x86_64:nvidia, ...)")
 
 
 def _whole_number(value: Any) -> Any:
@@ -446,7 +506,7 @@ class NodeGroupSpec(_Model):
 
     node_instance_category: Literal["cpu", "gpu", "inferentia"] = "cpu"
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
-    node_instance_type: str = Field(**_schema(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"))
+    node_instance_type: str = Field(**_schema(enum_instance_types=True))
     disk_size: Int = Field(100, **_schema(minimum=1, maximum=16384))
     min_size: Int = Field(0, **_schema(minimum=0, maximum=DEFAULT_NODES_QUOTA))
     max_size: Int = Field(**_schema(minimum=1, maximum=DEFAULT_NODES_QUOTA))
@@ -465,7 +525,24 @@ class NodeGroupSpec(_Model):
     def _instance_type(cls, v: str) -> str:
         if not _INSTANCE_TYPE_RE.fullmatch(v):
             _fail("is not an EC2 instance type", v, "write one like m5.xlarge")
+        if problem := _instance_type_problem(v):
+            _fail(problem[0], v, problem[1])
         return v
+
+    @model_validator(mode="after")
+    def _category_fits_type(self) -> NodeGroupSpec:
+        """The AMI type follows the category: a gpu pool needs NVIDIA GPUs, an inferentia pool
+        Neuron devices; a cpu pool on an accelerated type is refused too (its AMI would have
+        no driver for the accelerator it pays for)."""
+        kind = instance_kind(self.node_instance_type)
+        wanted = _ACCELERATOR_OF_CATEGORY[self.node_instance_category]
+        if kind is not None and kind.accelerator != wanted:
+            fitting = {v: k for k, v in _ACCELERATOR_OF_CATEGORY.items()}[kind.accelerator]
+            _fail(f"is a {self.node_instance_category} pool on {self.node_instance_type}, which "
+                  f"has {_ACCELERATOR_WORDS[kind.accelerator]}", self.node_instance_category,
+                  f"node_instance_category: {fitting} for this type, or a type with "
+                  f"{_ACCELERATOR_WORDS[wanted]}", at=("node_instance_category",))
+        return self
 
     @field_validator("disk_size")
     @classmethod
@@ -1047,10 +1124,17 @@ SCHEMA_CANNOT_EXPRESS: tuple[tuple[str, str], ...] = (
     ("CIDR blocks have no host bits set (10.255.1.0/16 is refused)", "has host bits set"),
     ("IAM and tag rules compared without case (AWS: and aws: are both reserved)", "reserved"),
     ("db_username is not a PostgreSQL reserved word (user, select, ...)", "reserved by"),
-    ("node_instance_type is a type of the instance-type table whose accelerator matches "
-     "node_instance_category", "instance type"),
+    ("node_instance_category matches the instance type's accelerator (gpu: NVIDIA GPUs, "
+     "inferentia: AWS Neuron, cpu: none)", "pool on"),
     (f"a region named in {EXTRA_REGIONS_ENV} is accepted too", "region"),
 )
+
+
+def _known_instance_types() -> list[str]:
+    from exaprov import instance_types
+
+    return sorted(f"{family}.{size}" for family in instance_types.known_families()
+                  for size in instance_types.family_sizes(family) or ())
 
 
 def json_schema() -> dict[str, Any]:
@@ -1071,6 +1155,9 @@ def json_schema() -> dict[str, Any]:
             node["not"] = node.pop("not_")
         if node.pop("enum_regions", False):
             node["enum"] = sorted(known_regions())
+        if node.pop("enum_instance_types", False):
+            node["anyOf"] = [{"enum": _known_instance_types()}] + [
+                {"pattern": f"^{re.escape(family)}\\.[a-z0-9]+$"} for family in extra_families()]
         if node.get("type") is None and "type" in node:
             del node["type"]
         for marker, extra in (("nullable", {"type": "null"}), ("boolean", {"type": "boolean"})):
@@ -1336,14 +1423,6 @@ def _read_config_text(path: Path, source: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(["the config file is not UTF-8 text"], source) from None
-
-
-def file_kind(mode: int) -> str:
-    """`a folder`, `a FIFO (named pipe)`, `a character device`... for a message."""
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISSOCK, "a socket"), (stat.S_ISREG, "a regular file"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def load_config(path: str | Path) -> Config:
