@@ -122,8 +122,13 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
-            _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
-                                      "--endpoint-url and your credentials"))
+            from exaprov.errors import from_botocore, not_implemented_call
+
+            if not_implemented_call(exc):
+                _print_error(from_botocore("exaprov", exc))
+            else:
+                _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
+                                          "--endpoint-url and your credentials"))
             sys.exit(code)
         except KeyboardInterrupt:
             click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
