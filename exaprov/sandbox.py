@@ -50,8 +50,10 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 def sandbox_dir(state_root: Path = Path("state")) -> Path:
     """The folder of the sandbox's record, log and lock; private to the user (0700)."""
+    from exaprov.state import ensure_private_dir
+
     path = Path(state_root) / "sandbox"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(path)  # and the state root, if this makes it: 0700 whatever the umask
     os.chmod(path, 0o700)
     return path
 
