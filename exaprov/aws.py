@@ -19,10 +19,10 @@ from urllib.parse import urlparse
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
-from botocore.parsers import ResponseParserError
 from botocore.retries import standard
 
 from exaprov import __version__
+from exaprov.errors import LAST_CALL
 from exaprov.lost_answers import in_create, is_lost
 from exaprov.timing import time_scale
 
@@ -79,6 +79,7 @@ class Aws:
                 _scale_and_log_retries(client)
                 client.meta.events.register("before-send", _WATCH.started)
                 client.meta.events.register("after-call", _name_service)
+                client.meta.events.register("before-call", _remember_call)
                 if log.isEnabledFor(logging.DEBUG):
                     client.meta.events.register("before-call", _log_call)
                 self._clients[service] = client
@@ -145,9 +146,6 @@ class ScaledRetries:
         attempt, operation = kwargs["attempts"], kwargs["operation"].name
         caught = kwargs.get("caught_exception")
         _WATCH.answered()
-        if isinstance(caught, ResponseParserError):
-            # Not AWS's answer (HTML, a proxy's page...): name the call for the message.
-            caught.exaprov_call = (self._service, operation)  # type: ignore[attr-defined]
         if isinstance(caught, _NO_ANSWER):
             host = _host(kwargs.get("request_dict"))
             if attempt >= NO_ANSWER_ATTEMPTS:
@@ -186,6 +184,10 @@ def _timeout_of(caught: BaseException) -> str:
     if isinstance(caught, ReadTimeoutError):
         return f"{READ_TIMEOUT}"
     return "0 (refused)"
+
+
+def _remember_call(model: Any, **_: Any) -> None:
+    LAST_CALL.call = (model.service_model.service_id.hyphenize(), model.name)
 
 
 def _name_service(http_response: Any, parsed: Any, model: Any, **_: Any) -> None:

@@ -213,6 +213,8 @@ def instance_kind(instance_type: str) -> InstanceKind | None:
 def _instance_type_problem(value: str) -> tuple[str, str] | None:
     from exaprov import instance_types
 
+    extra_families()  # a malformed opt-in is refused even when no type needs it
+
     if instance_kind(value) is not None:
         return None
     near = instance_types.nearest(value)
@@ -923,6 +925,7 @@ class BackendConfig(_Model):
     @field_validator("postgres_version", mode="before")
     @classmethod
     def _version_text(cls, v: Any) -> Any:
+        v = _whole_number(v)  # 16.0 is the number 16 (JSON Schema cannot tell them apart)
         if isinstance(v, int) and not isinstance(v, bool):
             return str(v)  # `postgres_version: 16` is what people write
         if isinstance(v, float):
@@ -936,7 +939,7 @@ class BackendConfig(_Model):
         if re.fullmatch(r"\d+(\.\d+)+", v):
             _fail("must be a major version only: minor versions float with AWS auto-upgrades",
                   v, f'write postgres_version: "{v.split(".")[0]}"')
-        if not v.isdigit() or int(v) not in POSTGRES_MAJORS:
+        if not v.isdigit() or int(v) not in POSTGRES_MAJORS or v != str(int(v)):
             _fail("is not a PostgreSQL major version RDS offers", v,
                   f"{POSTGRES_MAJORS[0]} to {POSTGRES_MAJORS[-1]}, as a string like \"16\"")
         return v

@@ -128,13 +128,13 @@ class Deployment:
                              hint="a deployment cannot move region; use the right --region")
 
     def check_account(self, state: State, writer: StateWriter | None) -> None:
-        account = self.aws.account_id()
         recorded = state.data.get("account_id")
         if recorded is not None and not (isinstance(recorded, str) and recorded.isdigit()
                                          and len(recorded) == 12):
             raise StateError(f"{self.store.location}: account_id must be a 12-digit string "
                              f"(got {str(recorded)[:40]!r}, a {type(recorded).__name__})",
                              hint="quote it in the state file, or restore the backup")
+        account = self.aws.account_id()
         if recorded and recorded != account:
             raise StateError(f"{self.store.location} is for AWS account {recorded}, but the "
                              f"credentials are for {account}",

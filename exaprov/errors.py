@@ -7,8 +7,13 @@ The CLI is the only place that turns these into messages and exit codes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
+
+# The AWS call each thread made last, (service, operation), set by exaprov.aws: an answer that
+# cannot be parsed fails before botocore names its call anywhere else.
+LAST_CALL = threading.local()
 
 
 class ExaprovError(Exception):
@@ -114,9 +119,8 @@ _NOT_IMPLEMENTED_CODES = {"501", "NotImplemented", "NotImplementedException", "I
 def not_implemented_call(exc: BaseException) -> tuple[str, str] | None:
     """(service, operation) when `exc` says the endpoint does not implement that call at all:
     an HTTP 501, an unknown-operation code, or an answer that is not AWS's (unparseable)."""
-    call = getattr(exc, "exaprov_call", None)
-    if call is not None:  # a ResponseParserError, named by exaprov.aws
-        return call
+    if type(exc).__name__ == "ResponseParserError":  # not AWS's answer: HTML, a proxy's page...
+        return getattr(LAST_CALL, "call", None) or ("the service", "?")
     response: Any = getattr(exc, "response", None)
     if not isinstance(response, dict):
         return None

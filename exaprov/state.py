@@ -243,6 +243,12 @@ class LocalStateStore:
                                        "kernel has already released the lock") from None
             # Info left behind means the previous holder died without releasing.
             stale = _read_info(fd) or None
+            # A state left readable by others (an older exaprov, a `cp`) becomes 0600 now,
+            # not only when this run next writes it.
+            for path in (self.path, self.backup_path):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mode & 0o077:
+                        os.chmod(path, 0o600)
             info = {"pid": os.getpid(), "host": socket.gethostname(),
                     "command": command, "since": _now(), "exaprov_version": __version__}
             os.ftruncate(fd, 0)
