@@ -599,7 +599,8 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
 
 @main.command()
 @click.option("--cluster-name", required=True)
-@click.option("--region", default=None, help="The cluster's region [default: from the AWS config].")
+@click.option("--region", default=None, callback=_region_flag,
+              help="The cluster's region [default: from the AWS config].")
 @click.option("--profile", default=None)
 @handle_errors
 def token(cluster_name: str, region: str | None, profile: str | None) -> None:
