@@ -694,3 +694,14 @@ def test_destroy_asks_rds_only_about_what_the_state_records(
     assert result.exit_code == 0, result.output
     assert [c for c in calls.calls if c[0] == "rds"] == []
     assert not any(inventory().values())
+
+
+def test_a_create_answered_501_is_not_taken_for_a_lost_answer(
+        workdir: Path, aws: None, faults: Any) -> None:
+    """HTTP 501: the endpoint did nothing, so nothing is looked for by tag or sent again."""
+    faults.refuse("CreateDBSubnetGroup", "NotImplemented", status=501, message="not implemented")
+    result = CliRunner().invoke(main, ["up", "--yes"])
+    assert result.exit_code == 1, result.output
+    assert "this endpoint does not implement rds CreateDBSubnetGroup" in result.output
+    assert "lost" not in result.output
+    assert [r.operation for r in faults.refused] == ["CreateDBSubnetGroup"]
