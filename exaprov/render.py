@@ -136,7 +136,7 @@ def print_plan(changes: list[Change]) -> None:
         detail = f"  ({c.detail})" if c.detail else ""
         out.print(f"  {symbol.get(c.action, '?')} {c.action:7} {c.address}  [{c.kind}]{detail}",
                   markup=False)
-    out.print(f"Plan: {summary_line(changes)}")
+    out.print(f"Plan: {summary_line(changes)}.")
 
 
 def print_status(rows: list[Observed]) -> None:
