@@ -1294,6 +1294,10 @@ class ConfigLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<`: merged keys may be overridden by the mapping's own
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (dict, list)):  # `? name: x` makes a mapping the key
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text, not a {type(key).__name__}",
+                    key_node.start_mark)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)

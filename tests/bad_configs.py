@@ -215,4 +215,5 @@ BAD_YAML_TEXTS: list[tuple[str, str, str]] = [
         f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcd", "bcde", strict=True)),
      "expands to more than 5000 keys and values"),
     ("yaml-bad-merge", "name: example\ncluster:\n  <<: 5\n", "merging"),
+    ("yaml-mapping-as-key", "? name: example\n", "a key must be text, not a dict"),
 ]
