@@ -705,3 +705,33 @@ def test_a_create_answered_501_is_not_taken_for_a_lost_answer(
     assert "this endpoint does not implement rds CreateDBSubnetGroup" in result.output
     assert "lost" not in result.output
     assert [r.operation for r in faults.refused] == ["CreateDBSubnetGroup"]
+
+
+@pytest.mark.parametrize("data", [
+    {"name": "example", "cluster": {"cluster_name": "c" * 30}},
+    {"name": "example", "network": {"vpc_cidr_block": "10.0.0.0/8"}},
+    {"name": "example", "region": "mars-1"},
+    {"name": "example", "region": "us-west-9"},
+    {"name": "Example"},
+    {"name": "example", "cluster": {"runner_pools": [{**POOL, "disk_size": 100.5}]}},
+    {"name": "example", "cluster": {"runner_pools": [{**POOL, "max_size": 10**30}]}},
+    {"name": "example", "cluster": {"runner_pools": [{**POOL, "node_instance_type": "foo.bar"}]}},
+    {"name": "example", "cluster": {"runner_pools": _pools(27)}},
+    {"name": "example", "module_repo_backend": {"postgres_version": "016"}},
+], ids=["cluster-name-30", "cidr-8", "region-mars", "region-unknown", "name-upper",
+        "disk-fraction", "max-size-huge", "instance-type-unknown", "27-pools", "postgres-016"])
+def test_the_schema_refuses_what_exaprov_refuses(data: dict[str, Any]) -> None:
+    from exaprov.config import json_schema
+
+    assert list(_ecma_validator()(json_schema()).iter_errors(data))
+
+
+def test_the_schema_lists_what_it_cannot_say() -> None:
+    from exaprov.config import json_schema
+
+    description = json_schema()["description"]
+    for words in ("min_size <= max_size", "suffixes are unique", "host bits",
+                  "exafunction-cluster-<name>"):
+        assert words in description
+    result = CliRunner().invoke(main, ["config", "schema"])
+    assert result.exit_code == 0 and json.loads(result.output) == json_schema()
