@@ -38,7 +38,7 @@ def check_file(flag: str, path: Path | str | None, *, write: bool, must_exist: b
         info = path.stat()  # follows a symlink; never opens (a FIFO would block an open)
     except FileNotFoundError:
         if must_exist:
-            raise _fail(flag, path, "not found") from None
+            raise _fail(flag, path, "no such file") from None
         _check_folder_for(flag, path)
         return
     except OSError as exc:
