@@ -80,6 +80,8 @@ class Aws:
                 _scale_and_log_retries(client)
                 client.meta.events.register("before-send", _WATCH.started)
                 client.meta.events.register("after-call", _name_service)
+                client.meta.events.register("after-call", _WATCH.answered)
+                client.meta.events.register("after-call-error", _WATCH.answered)
                 client.meta.events.register("before-call", _remember_call)
                 if log.isEnabledFor(logging.DEBUG):
                     _log_each_call(client)
@@ -153,9 +155,8 @@ class ScaledRetries:
                 log.warning("no answer from %s (%s %s) on %d attempts: giving up", host,
                             self._service, operation, attempt)
                 return None
-            log.warning("no answer from %s (%s %s) after %s s, retrying (attempt %d of %d)",
-                        host, self._service, operation, _timeout_of(caught), attempt + 1,
-                        NO_ANSWER_ATTEMPTS)
+            log.warning("%s (%s %s), retrying (attempt %d of %d)", _silence(host, caught),
+                        self._service, operation, attempt + 1, NO_ANSWER_ATTEMPTS)
         problem = _problem(kwargs.get("response"), caught)
         if in_create() and is_lost(kwargs.get("response"), kwargs.get("caught_exception")):
             log.info("%s %s: %s, the answer is lost: not sent again (the step looks it up)",
@@ -179,12 +180,12 @@ def _host(request_dict: Any) -> str:
     return urlparse(url).netloc or "the endpoint"
 
 
-def _timeout_of(caught: BaseException) -> str:
+def _silence(host: str, caught: BaseException) -> str:
     if isinstance(caught, ConnectTimeoutError):
-        return f"{CONNECT_TIMEOUT}"
+        return f"no answer from {host} after {CONNECT_TIMEOUT} s"
     if isinstance(caught, ReadTimeoutError):
-        return f"{READ_TIMEOUT}"
-    return "0 (refused)"
+        return f"no answer from {host} after {READ_TIMEOUT} s"
+    return f"could not connect to {host}"
 
 
 def _remember_call(model: Any, **_: Any) -> None:
@@ -217,7 +218,7 @@ class _NoAnswerWatch:
                                                 daemon=True)
                 self._thread.start()
 
-    def answered(self) -> None:
+    def answered(self, **_: Any) -> None:
         with self._lock:
             self._pending.pop(threading.get_ident(), None)
 

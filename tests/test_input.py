@@ -612,7 +612,7 @@ def test_an_endpoint_that_never_answers_is_named_and_given_up_on(
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith(f"no answer from {host} after 0 s, still waiting")
                for line in lines), lines
-    assert any(f"no answer from {host} (sts GetCallerIdentity) after 1 s, retrying" in line
+    assert any(f"no answer from {host} after 1 s (sts GetCallerIdentity), retrying" in line
                for line in lines), lines
     assert any("on 3 attempts: giving up" in line for line in lines), lines
 
