@@ -735,3 +735,26 @@ def test_the_schema_lists_what_it_cannot_say() -> None:
         assert words in description
     result = CliRunner().invoke(main, ["config", "schema"])
     assert result.exit_code == 0 and json.loads(result.output) == json_schema()
+
+
+@pytest.mark.parametrize("text", [BILLION_LAUGHS, DEEP, "a: [" + ",".join(["1"] * 60_000) + "]\n",
+                                  "name: " + "x" * 200_000 + "\n"],
+                         ids=["billion-laughs", "500-levels", "60000-values", "200-KB-scalar"])
+def test_hostile_yaml_is_refused_within_bounded_memory(tmp_path: Path, text: str) -> None:
+    """The file is refused (or its value is), never expanded: far under 100 MB."""
+    import tracemalloc
+
+    from exaprov.config import load_config
+    from exaprov.errors import ConfigError
+
+    path = tmp_path / "exaprov.yaml"
+    path.write_text(text)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100 * 1024 * 1024, peak
+    assert all(len(line) < 400 for line in info.value.problems)
