@@ -169,7 +169,7 @@ def region_problem(value: str) -> tuple[str, str] | None:
 
 
 # A family newer than the shipped table (exaprov/data/instance_types.yaml): name it with its
-# architecture and accelerator, e.g. EXAPROV_EXTRA_INSTANCE_FAMILIES=m9g:arm64,p7:x86_64:nvidia
+# architecture and accelerator, e.g. EXAPROV_EXTRA_INSTANCE_FAMILIES=m9x:arm64,p7:x86_64:nvidia
 EXTRA_FAMILIES_ENV = "EXAPROV_EXTRA_INSTANCE_FAMILIES"
 _ACCELERATOR_OF_CATEGORY = {"cpu": None, "gpu": "nvidia", "inferentia": "neuron"}
 _ACCELERATOR_WORDS = {"nvidia": "NVIDIA GPU", "neuron": "AWS Neuron (Inferentia/Trainium)",
@@ -192,7 +192,7 @@ def extra_families() -> dict[str, InstanceKind]:
         if not re.fullmatch(r"[a-z][a-z0-9-]*", family) or arch not in ("x86_64", "arm64") \
                 or accel not in ("", "nvidia", "neuron"):
             raise ConfigError([f"{EXTRA_FAMILIES_ENV}: {item.strip()[:40]!r} is not "
-                               "FAMILY:ARCHITECTURE[:ACCELERATOR], e.g. m9g:arm64 or "
+                               "FAMILY:ARCHITECTURE[:ACCELERATOR], e.g. m9x:arm64 or "
                                "p7:x86_64:nvidia (x86_64 or arm64; nvidia or neuron)"],
                               EXTRA_FAMILIES_ENV)
         found[family] = InstanceKind(arch, accel or None)
