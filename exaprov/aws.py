@@ -152,7 +152,7 @@ class ScaledRetries:
         if isinstance(caught, _NO_ANSWER):
             host = _host(kwargs.get("request_dict"))
             if attempt >= NO_ANSWER_ATTEMPTS:
-                log.warning("no answer from %s (%s %s) on %d attempts: giving up", host,
+                log.warning("%s (%s %s): %d attempts, giving up", _silence(host, caught),
                             self._service, operation, attempt)
                 return None
             log.warning("%s (%s %s), retrying (attempt %d of %d)", _silence(host, caught),
