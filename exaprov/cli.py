@@ -236,7 +236,8 @@ def _deployment(kw: dict[str, Any], writes_state: bool = True) -> Any:
 def _finish(result: Any, verb: str) -> None:
     from exaprov import render
 
-    render.print_run_summary(result, verb)
+    render.print_run_summary(result, verb,
+                             flags=render.target_flags(click.get_current_context().params))
     if result.cancelled:
         _echo("Interrupted: running steps were recorded and the state saved. "
               f"Run `exaprov {verb}` again to continue.")
@@ -709,7 +710,66 @@ def token(cluster_name: str, region: str | None, profile: str | None) -> None:
 
 @main.group()
 def sandbox() -> None:
-    """The local AWS emulator behind --sandbox."""
+    """The local AWS emulator behind --sandbox: one per user, on 127.0.0.1.
+
+    It stands for one AWS account shared by every folder you work in; its record and log
+    are in $XDG_STATE_HOME/exaprov/sandbox (~/.local/state/exaprov/sandbox), or
+    $EXAPROV_SANDBOX_HOME/sandbox. What it holds lives in its memory only.
+    """
+
+
+@sandbox.command("start")
+@handle_errors
+def sandbox_start() -> None:
+    """Start the emulator (nothing happens if it is running already)."""
+    from exaprov import sandbox as sb
+
+    record, started = sb.start()
+    if started:
+        click.echo(sb.started_message(record) + ".", err=True)
+    else:
+        click.echo(f"The sandbox emulator is already running at {record['endpoint']} "
+                   f"(pid {record['pid']}).", err=True)
+    click.echo("`eval \"$(exaprov sandbox env)\"` points aws-cli and boto3 at it.", err=True)
+
+
+def _default_region() -> str:
+    """The region of ./exaprov.yaml when there is a readable one, else exaprov init's default."""
+    try:
+        from exaprov.config import load_config
+
+        return load_config(Path("exaprov.yaml")).region
+    except (ExaprovError, OSError):
+        return "us-west-1"
+
+
+def _sandbox_regions() -> list[str]:
+    """Where this folder's sandbox deployments live: ./exaprov.yaml's region, its sandbox
+    states' regions, and the region of the environment."""
+    regions = {_default_region()}
+    for path in Path("state", "sandbox", "deployments").glob("*.json"):
+        try:
+            regions.add(str(json.loads(path.read_text())["region"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    regions.update(v for v in (os.environ.get("AWS_REGION"), os.environ.get("AWS_DEFAULT_REGION"))
+                   if v)
+    return sorted(regions)
+
+
+@sandbox.command("env")
+@click.option("--region", default=None,
+              help="The region to export [default: the region of ./exaprov.yaml, else us-west-1].")
+@handle_errors
+def sandbox_env(region: str | None) -> None:
+    """Print shell exports that point aws-cli and boto3 at the emulator (started if needed).
+
+    eval "$(exaprov sandbox env)"; aws ec2 describe-vpcs
+    """
+    from exaprov import sandbox as sb
+
+    endpoint = sb.ensure_running()
+    sys.stdout.write(sb.env_exports(endpoint, region or _default_region()))
 
 
 @sandbox.command("status")
@@ -731,11 +791,32 @@ def sandbox_status(output: str) -> None:
 
 
 @sandbox.command("stop")
+@click.option("--yes", "-y", is_flag=True,
+              help="Stop it even when deployments live in it (they are forgotten).")
 @handle_errors
-def sandbox_stop() -> None:
-    """Stop the emulator (everything in it is forgotten)."""
+def sandbox_stop(yes: bool) -> None:
+    """Stop the emulator: everything in it is forgotten.
+
+    When deployments live in it, they are listed and stop asks first (on a terminal;
+    elsewhere it refuses unless --yes).
+    """
     from exaprov import sandbox as sb
 
+    info = sb.status()
+    if info is not None and info.get("running") and not yes:
+        living = sb.deployments(info["endpoint"], _sandbox_regions())
+        if living:
+            names = ", ".join(f"{name} ({region})" if region else name for name, region in living)
+            click.echo(f"The sandbox emulator holds {len(living)} deployment(s): {names}. "
+                       "Stopping it forgets them; their sandbox state files then record "
+                       "resources that no longer exist (`exaprov up --sandbox` builds them "
+                       "anew, `exaprov destroy --sandbox` first removes them cleanly).", err=True)
+            if not _confirm("Stop the sandbox emulator and forget them?"):
+                click.echo("Not stopped.", err=True)
+                sys.exit(EXIT_INPUT)
+    if sb.stop_legacy():
+        click.echo("Stopped the emulator an older exaprov ran for this folder (state/sandbox).",
+                   err=True)
     click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
 
 
