@@ -29,6 +29,7 @@ from graphlib import TopologicalSorter
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from exaprov.errors import (
     AwsError,
@@ -36,7 +37,7 @@ from exaprov.errors import (
     ExaprovError,
     InputError,
     LostAnswer,
-    error_code,
+    from_botocore,
     is_not_found,
 )
 from exaprov.lost_answers import creating, was_lost
@@ -387,11 +388,8 @@ class StepContext:
         self.cancel.check()
         try:
             return fn(*args)
-        except ClientError as exc:
-            raise AwsError(self.step, exc.operation_name, error_code(exc) or "Error",
-                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
-        except BotoCoreError as exc:
-            raise AwsError(self.step, "request", type(exc).__name__, str(exc)) from exc
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+            raise from_botocore(self.step, exc) from exc
 
     def mutate(self, fn: Callable[..., T], *args: Any) -> T:
         """`call` for a change to AWS: shared reads taken before (or during) it are stale."""
