@@ -44,9 +44,10 @@ def _state_location(ctx: Any, param: Any, value: str | None) -> str | None:
     would collapse `s3://bucket/key` into the local path `s3:/bucket/key`."""
     if value is None:
         return None
-    if not value.strip():
-        raise click.BadParameter("an empty location; name a file (state/example.json) or an "
-                                 "S3 object (s3://bucket/key)")
+    # "" would silently mean the default state file (and "." the current folder).
+    if value.strip() in ("", "."):
+        raise click.BadParameter("an empty path; name the state file (or s3://bucket/key), or "
+                                 "leave the flag out for state/<name>.json")
     if _URL.match(value) and not value.startswith("s3://"):
         raise click.BadParameter(f"{value!r}: the only URLs exaprov keeps a state at are "
                                  "s3://bucket/key; anything else is a local file path")
@@ -61,6 +62,37 @@ def _state_location(ctx: Any, param: Any, value: str | None) -> str | None:
     return value
 
 
+def _endpoint_url(ctx: Any, param: Any, value: str | None) -> str | None:
+    """An http(s) URL with a host (and a valid port): botocore would raise on anything else
+    deep inside the first call, or send requests somewhere unintended."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    source = ctx.get_parameter_source(param.name)
+    where = " (from AWS_ENDPOINT_URL)" if source is click.core.ParameterSource.ENVIRONMENT else ""
+    shown = repr(value[:80])
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise click.BadParameter(f"{shown}{where} is not an http(s) URL with a host; write one "
+                                 "like http://127.0.0.1:5000 or https://ec2.us-west-1.amazonaws.com")
+    return value
+
+
+def _region_flag(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from exaprov.config import region_problem
+
+    if problem := region_problem(value):
+        raise click.BadParameter(f"{value[:40]!r} {problem[0]}; {problem[1]}")
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
@@ -71,9 +103,11 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      metavar="PATH|s3://BUCKET/KEY",
                      help="State file or S3 object (s3://bucket/key) [default: state/<name>.json, "
                           "state/sandbox/deployments/<name>.json with --sandbox]."),
-        click.option("--region", default=None, help="AWS region (overrides the config)."),
+        click.option("--region", default=None, callback=_region_flag,
+                     help="AWS region (overrides the config)."),
         click.option("--profile", default=None, help="AWS profile from ~/.aws."),
         click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
+                     callback=_endpoint_url,
                      help="An AWS-compatible endpoint (e.g. a local emulator)."),
         click.option("--sandbox", is_flag=True,
                      help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
@@ -147,6 +181,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
+            from exaprov.errors import from_botocore, not_implemented_call
+
+            if not_implemented_call(exc):  # not AWS: naming the call is the whole story
+                _print_error(from_botocore("exaprov", exc))
+                sys.exit(_exit_code(code, kwargs))
             hint = ("check --profile, --region, --endpoint-url and your credentials" +
                     ("" if kwargs.get("sandbox") else "; to try exaprov without an AWS account, "
                      "add --sandbox (a local emulator)"))
@@ -223,12 +262,24 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 
-def _deployment(kw: dict[str, Any]) -> Any:
+def _deployment(kw: dict[str, Any], writes_state: bool = True) -> Any:
     from exaprov.deployment import Deployment, Target
+    from exaprov.errors import InputError
 
+    endpoint = kw["endpoint_url"]
+    if kw["sandbox"] and endpoint:
+        source = click.get_current_context().get_parameter_source("endpoint_url")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise InputError("--sandbox and --endpoint-url both name where AWS is: --sandbox "
+                             "uses exaprov's own emulator", hint="pass one of them")
+        logging.getLogger("exaprov").warning(
+            "--sandbox: ignoring AWS_ENDPOINT_URL=%s (the sandbox is its own endpoint)",
+            endpoint[:80])
+        endpoint = None
     return Deployment(Target(config_path=kw["config_path"], state_path=kw["state_path"],
                              region=kw["region"], profile=kw["profile"],
-                             endpoint_url=kw["endpoint_url"], sandbox=kw["sandbox"]))
+                             endpoint_url=endpoint, sandbox=kw["sandbox"],
+                             writes_state=writes_state))
 
 
 def _finish(result: Any, verb: str) -> None:
@@ -276,7 +327,7 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=Path("exaprov.yaml"), show_default=True)
 @click.option("--name", default="example", show_default=True, help="The deployment's name.")
-@click.option("--region", default="us-west-1", show_default=True)
+@click.option("--region", default="us-west-1", show_default=True, callback=_region_flag)
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
               help="full: every key with its default and a comment (SPEC's example); minimal: "
@@ -286,15 +337,33 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
     """Write a config file with every key, its default and a comment."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
+    from exaprov.paths import check_file
 
     parse_config({"name": name, "region": region}, source="--name/--region")
+    check_file("--config", config_path, write=True, what="config file")
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
-    config_path.write_text(render_config(name=name, region=region, full=example == "full"))
+    _write_config_file(config_path, render_config(name=name, region=region, full=example == "full"))
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up` against your AWS "
                "account, or try it first against the local emulator: `exaprov up --sandbox`.",
                err=True)
+
+
+def _write_config_file(path: Path, text: str) -> None:
+    """0644 whatever the umask (tighter if the file already was): the config holds no secret,
+    but nobody else may change what exaprov builds."""
+    mode = 0o644
+    try:
+        mode &= path.stat().st_mode
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 class DetailedExitCommand(click.Command):
@@ -329,8 +398,10 @@ def detailed_exitcode_option(what: str) -> Callable[[Callable[..., Any]], Callab
 def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any) -> None:
     """Show what `up` would create, change or delete (read-only)."""
     from exaprov import render, saved_plan
+    from exaprov.paths import check_file
 
-    result, to_save = _deployment(kw).plan_to_save()
+    check_file("--out", out_path, write=True, what="plan file")
+    result, to_save = _deployment(kw, writes_state=False).plan_to_save()
     _fail_if_failed(result, detailed_exitcode)
     if out_path is not None:
         saved_plan.write(out_path, to_save)
@@ -358,7 +429,9 @@ def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any)
 def up(yes: bool, plan_path: Path | None, **kw: Any) -> None:
     """Create what is missing, repair drift, apply config changes."""
     from exaprov import render, saved_plan
+    from exaprov.paths import check_file
 
+    check_file("--plan", plan_path, write=False, must_exist=True, what="plan file")
     expected = saved_plan.load(plan_path) if plan_path is not None else None
     deployment = _deployment(kw)
     with render.ProgressReporter() as reporter:
@@ -390,7 +463,7 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
-    result = _deployment(kw).status()
+    result = _deployment(kw, writes_state=False).status()
     _fail_if_failed(result, detailed_exitcode)
     if output == "json":
         rows = render.observed_json(result.observed)
@@ -411,8 +484,12 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
 @click.option("--disable-deletion-protection", is_flag=True,
               help="Turn off the database's DeletionProtection and delete it (its data is lost); "
                    "without it, a protected database stops destroy before anything is deleted.")
+@click.option("--skip-final-snapshot", is_flag=True,
+              help="Delete the database without taking its final snapshot "
+                   "(<exadeploy_id>-final-<UTC date-time>, which exaprov never deletes).")
 @handle_errors
-def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
+def destroy(yes: bool, disable_deletion_protection: bool, skip_final_snapshot: bool,
+            **kw: Any) -> None:
     """Delete everything the deployment created, dependants first."""
     from exaprov import render
 
@@ -423,7 +500,10 @@ def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
         result = deployment.destroy(reporter=reporter,
-                                    disable_deletion_protection=disable_deletion_protection)
+                                    disable_deletion_protection=disable_deletion_protection,
+                                    skip_final_snapshot=skip_final_snapshot)
+    for kept in deployment.kept:
+        click.echo(f"Kept: {kept}.", err=True)
     _finish(result, "destroy")
 
 
@@ -450,7 +530,10 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
 
     if (output == "tfstate") != (file_path is not None):
         raise InputError("--file goes with --output tfstate, and --output tfstate needs --file PATH")
-    deployment = _deployment(kw)
+    from exaprov.paths import check_file
+
+    check_file("--file", file_path, write=True, what="Terraform state file")
+    deployment = _deployment(kw, writes_state=False)
     groups, state = deployment.outputs(reveal=reveal or output == "tfstate")
     if output == "tfstate":
         from exaprov.state import write_private
@@ -472,6 +555,33 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
         click.echo("Secrets are shown as Secrets Manager references; --reveal prints them.", err=True)
 
 
+@main.command("rotate-db-password")
+@target_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def rotate_db_password(yes: bool, **kw: Any) -> None:
+    """Give the database a new master password now, and say what to re-apply downstream."""
+    deployment = _deployment(kw)
+    if not yes and not _confirm(
+            f"Rotate the database password of deployment {deployment.cfg.name!r}? The module "
+            "repository keeps using the old one, which stops working, until you re-apply it"):
+        click.echo("Nothing changed.", err=True)
+        sys.exit(EXIT_INPUT)
+    done = deployment.rotate_db_password()
+    cfg = " ".join(f"{flag} {kw[key]}" for flag, key in (("--config", "config_path"),
+                                                        ("--state", "state_path")) if kw.get(key))
+    click.echo(f"Rotated the master password of RDS instance {done['identifier']}: Secrets Manager "
+               f"secret {done['secret_arn']} holds the new one (version {done['version']}). The "
+               "old password no longer opens the database. Re-apply it downstream now:\n"
+               f"  1. re-export the outputs: `exaprov outputs {cfg} -o tfstate --file PATH` "
+               "(or `--reveal -o tfvars`): exafunction_module_repo_backend.rds_password changed;\n"
+               "  2. `terraform apply` the companion configuration "
+               "(terraform-aws-exafunction-kube), which writes it into the Kubernetes secret "
+               "`rds-password` (key postgres_password; its rds_password_secret_name), or update "
+               "that secret yourself;\n"
+               "  3. restart the module repository so it reconnects with the new password.")
+
+
 def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:
     if value is not None and not re.fullmatch(r"vpc-[0-9a-f]{8,17}", value):
         raise click.BadParameter(f"{value!r} is not a VPC ID (vpc- and 8 or 17 hex digits)")
@@ -479,9 +589,13 @@ def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:
 
 
 def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
-    if not value:
+    if value is None:
         return None
     ids = [v.strip() for v in value.split(",") if v.strip()]
+    if not ids:
+        # Not "every route table": that is what leaving the flag out means.
+        raise click.BadParameter(f"{value!r} names no route table; list rtb-… IDs, or leave the "
+                                 "flag out for every route table of the client VPC")
     bad = [v for v in ids if not re.fullmatch(r"rtb-[0-9a-f]{8,17}", v)]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: not route table IDs (rtb-…)")
@@ -494,7 +608,8 @@ def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
 @click.option("--route-table-ids", callback=_route_tables, default=None,
               help="Client route tables to route through the peering (comma-separated) "
                    "[default: every route table of the client VPC].")
-@click.option("--peer-region", default=None, help="The client VPC's region, if another.")
+@click.option("--peer-region", default=None, callback=_region_flag,
+              help="The client VPC's region, if another.")
 @click.option("--peer-profile", default=None,
               help="AWS profile of the client VPC's account, if another (accepts the peering and "
                    "writes the client-side routes).")
@@ -533,12 +648,9 @@ def config_group() -> None:
 @config_group.command("schema")
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editor completion and validation)."""
-    from exaprov.config import Config
+    from exaprov.config import json_schema
 
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "exaprov.yaml"
-    click.echo(json.dumps(schema, indent=2))
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 @main.group("state")
@@ -600,7 +712,7 @@ def state_recover(output: str, yes: bool, force: bool, peer_profiles: dict[str, 
     """
     from exaprov import recover, render
 
-    deployment = _deployment(kw)
+    deployment = _deployment(kw, writes_state=yes)
     with render.ProgressReporter() as reporter:
         recovery = deployment.recover(write=yes, force=force, peer_profiles=peer_profiles,
                                       reporter=reporter)
@@ -678,8 +790,11 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
     """Add or update the cluster in a kubeconfig, merged by name like `aws eks update-kubeconfig`."""
     from exaprov import kubeconfig as kc
     from exaprov.errors import InputError
+    from exaprov.paths import check_file
 
-    deployment = _deployment(kw)
+    check_file("--file" if file_path else "$KUBECONFIG (or ~/.kube/config)",
+               file_path or kc.default_path(), write=True, what="kubeconfig")
+    deployment = _deployment(kw, writes_state=False)
     groups, _ = deployment.outputs(command="kubeconfig")
     cluster = groups["exafunction_cluster"]
     if not cluster.get("cluster_endpoint"):
@@ -694,7 +809,8 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
 
 @main.command()
 @click.option("--cluster-name", required=True)
-@click.option("--region", default=None, help="The cluster's region [default: from the AWS config].")
+@click.option("--region", default=None, callback=_region_flag,
+              help="The cluster's region [default: from the AWS config].")
 @click.option("--profile", default=None)
 @handle_errors
 def token(cluster_name: str, region: str | None, profile: str | None) -> None:

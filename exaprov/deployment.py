@@ -17,6 +17,7 @@ from typing import Any
 from exaprov import engine, identity, saved_plan
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
+from exaprov.paths import check_file
 from exaprov.saved_plan import SavedPlan
 from exaprov.state import (
     LocalStateStore,
@@ -43,6 +44,8 @@ class Target:
     endpoint_url: str | None = None
     sandbox: bool = False
     credentials: dict[str, str] = field(default_factory=dict)
+    # False for the commands that only read the state (plan, status, outputs, kubeconfig).
+    writes_state: bool = True
 
 
 class _LazyClient:
@@ -61,6 +64,8 @@ class _LazyClient:
 class Deployment:
     def __init__(self, target: Target) -> None:
         self.target = target
+        if Path(target.config_path).exists():  # a missing one: load_config says how to make it
+            check_file("--config", target.config_path, write=False, what="config file")
         self.cfg: Config = load_config(target.config_path)
         if target.region and target.region != self.cfg.region:
             self.cfg = parse_config({**self.cfg.model_dump(), "region": target.region},
@@ -68,8 +73,10 @@ class Deployment:
         self._aws: Any = None
         location = str(target.state_path) if target.state_path else self.cfg.state
         self.store: StateStore = self._store(location)
+        self.kept: list[str] = []  # what destroy left for the user to keep (final snapshots)
 
-    def _store(self, location: str | None) -> StateStore:
+    def _store(self, location: str | None, flag: str | None = None,
+               write: bool | None = None) -> StateStore:
         """Local file by default; `--state s3://bucket/key` (or `state:` in the config) for a
         team: the S3 client is built lazily, only when the state is first touched."""
         if location and location.startswith("s3://"):
@@ -78,8 +85,14 @@ class Deployment:
             parse_s3_url(location)  # a malformed URL is bad input: exit 2 before any AWS call
             # Its own client: writing the state and its lock is no change to the deployment.
             return S3StateStore(location, _LazyClient(lambda: self.aws.client("s3", guarded=False)))
-        return LocalStateStore(Path(location) if location else
-                               default_state_path(self.cfg.name, sandbox=self.target.sandbox))
+        path = Path(location) if location else default_state_path(self.cfg.name,
+                                                                  sandbox=self.target.sandbox)
+        flag = flag or ("--state" if self.target.state_path else
+                        "state (the config's key)" if self.cfg.state else "the default state file")
+        # Before the lock and any AWS call: a FIFO here would hang while holding the lock.
+        check_file(flag, path, write=self.target.writes_state if write is None else write,
+                   what="state file")
+        return LocalStateStore(path)
 
     # -- pieces -------------------------------------------------------------------
 
@@ -118,8 +131,13 @@ class Deployment:
                              hint="a deployment cannot move region; use the right --region")
 
     def check_account(self, state: State, writer: StateWriter | None) -> None:
-        account = self.aws.account_id()
         recorded = state.data.get("account_id")
+        if recorded is not None and not (isinstance(recorded, str) and recorded.isdigit()
+                                         and len(recorded) == 12):
+            raise StateError(f"{self.store.location}: account_id must be a 12-digit string "
+                             f"(got {str(recorded)[:40]!r}, a {type(recorded).__name__})",
+                             hint="quote it in the state file, or restore the backup")
+        account = self.aws.account_id()
         if recorded and recorded != account:
             raise StateError(f"{self.store.location} is for AWS account {recorded}, but the "
                              f"credentials are for {account}",
@@ -244,7 +262,8 @@ class Deployment:
 
     def destroy(self, reporter: engine.Reporter | None = None,
                 cancel: CancelToken | None = None,
-                disable_deletion_protection: bool = False) -> engine.RunResult:
+                disable_deletion_protection: bool = False,
+                skip_final_snapshot: bool = False) -> engine.RunResult:
         from exaprov.steps import STEPS
 
         with self.locked():
@@ -254,7 +273,9 @@ class Deployment:
             self.check_account(state, None)
             self._check_deletion_protection(state, disable_deletion_protection)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
+            run.final_snapshot = not skip_final_snapshot
             result = engine.destroy(STEPS, run)
+            self.kept = run.kept
             if not result.failed:
                 writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
             return result
@@ -277,6 +298,36 @@ class Deployment:
             log.warning("turning off DeletionProtection of RDS instance %s (--disable-deletion-"
                         "protection)", ident)
             disable_deletion_protection(self.aws, ident)
+
+    def rotate_db_password(self, cancel: CancelToken | None = None) -> dict[str, str]:
+        """`rotate-db-password`: RDS sets a new master password now (ModifyDBInstance
+        RotateMasterUserPassword, applied immediately; AWS requires that), whatever the
+        secret's schedule; returns once the secret's AWSCURRENT version is the new one."""
+        from exaprov.waiting import wait_until
+
+        with self.locked():
+            state = self.read_state()
+            database = (state.outputs.get("database") if state else None) or {}
+            ident, arn = database.get("rds_identifier"), database.get("rds_password_secret_arn")
+            if state is None or not ident or not arn or "(" in str(arn):
+                raise InputError(f"rotate-db-password: the deployment {self.cfg.name!r} has no "
+                                 "database with an RDS-managed password in its state",
+                                 hint="run `exaprov up` first (with a module_repo_backend)")
+            self.check_account(state, None)
+            secrets = self.aws.client("secretsmanager")
+
+            def current() -> str:
+                stages = secrets.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+                return next((v for v, labels in stages.items() if "AWSCURRENT" in labels), "")
+
+            before = current()
+            self.aws.rds.modify_db_instance(DBInstanceIdentifier=ident, RotateMasterUserPassword=True,
+                                            ApplyImmediately=True)
+            # Managed rotation "typically completes within one minute" (Secrets Manager guide).
+            after = wait_until(f"the new password of {ident}", current, lambda v: v != before,
+                               timeout=15 * 60, interval=5, cancel=cancel or CancelToken(),
+                               report=lambda text: log.info("%s", text))
+            return {"identifier": ident, "secret_arn": arn, "version": after}
 
     def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
              region: str | None = None, profile: str | None = None,
@@ -327,8 +378,8 @@ class Deployment:
     def copy_state(self, to: str | None = None, source: str | None = None) -> None:
         """`state push` (this store → `to`) or `state pull` (`source` → this store), under both
         locks; refuses to overwrite a state of another lineage."""
-        origin = self._store(source) if source else self.store
-        target = self._store(to) if to else self.store
+        origin = self._store(source, "SOURCE", write=False) if source else self.store
+        target = self._store(to, "DESTINATION", write=True) if to else self.store
         with origin.lock(command_line()), target.lock(command_line()):
             state = origin.read()
             if state is None:
@@ -368,7 +419,8 @@ class Deployment:
         from exaprov import outputs
 
         state = self.require_state(command)
-        groups = outputs.collect(state.outputs)
+        groups = outputs.collect(state.outputs, account_id=state.data.get("account_id"),
+                                 region=self.cfg.region, vpc_name=self.cfg.network.vpc_name)
         if reveal:
             secrets = self.aws.client("secretsmanager")
             outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])

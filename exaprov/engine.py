@@ -28,6 +28,7 @@ from graphlib import TopologicalSorter
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from exaprov import interrupts
 from exaprov.errors import (
@@ -36,7 +37,7 @@ from exaprov.errors import (
     ExaprovError,
     InputError,
     LostAnswer,
-    error_code,
+    from_botocore,
     is_not_found,
 )
 from exaprov.lost_answers import creating, was_lost
@@ -171,7 +172,11 @@ class Run:
         # A state that cannot be saved stops every change at once, in every thread.
         guard = getattr(aws, "guard", None)
         if guard is not None:
-            writer.on_broken.append(lambda exc: guard.halt("the state could not be saved"))
+            writer.on_broken.append(lambda: guard.halt("the state could not be saved"))
+        # destroy: take the database's final snapshot (`--skip-final-snapshot` clears it);
+        # what destroy leaves for the user to keep (such a snapshot), to name at the end.
+        self.final_snapshot = True
+        self.kept: list[str] = []
 
     def shared(self, key: Any, read: Callable[[], T]) -> T:
         """One read per run, shared by every step that asks for it (e.g. one DescribeSubnets
@@ -403,11 +408,8 @@ class StepContext:
         self.cancel.check()
         try:
             return fn(*args)
-        except ClientError as exc:
-            raise AwsError(self.step, exc.operation_name, error_code(exc) or "Error",
-                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
-        except BotoCoreError as exc:
-            raise AwsError(self.step, "request", type(exc).__name__, str(exc)) from exc
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+            raise from_botocore(self.step, exc) from exc
 
     def mutate(self, fn: Callable[..., T], *args: Any) -> T:
         """`call` for a change to AWS: shared reads taken before (or during) it are stale."""

@@ -74,8 +74,10 @@ def user_root() -> Path:
 
 def sandbox_dir(state_root: Path | None = None) -> Path:
     """The folder of the sandbox's record, log and lock; private to the user (0700)."""
+    from exaprov.state import ensure_private_dir
+
     path = Path(state_root if state_root is not None else user_root()) / "sandbox"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_private_dir(path)  # and the folders above it it makes: 0700 whatever the umask
     os.chmod(path, 0o700)
     return path
 

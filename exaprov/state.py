@@ -86,6 +86,14 @@ class StateConflictError(StateSaveError, StateError):
     exit_code = 2  # bad input if nothing changed yet; the CLI says 1 once AWS was changed
 
 
+def failing(store: Any) -> None:
+    """A store's write just failed: tell its writer at once (it halts every further change),
+    before the store keeps the state elsewhere."""
+    hook = getattr(store, "on_failure", None)
+    if hook is not None:
+        hook()
+
+
 def keep_copy(text: str, candidates: list[Path]) -> Path | None:
     """Write `text` (0600) to the first candidate that can be written; None if none could."""
     for path in candidates:
@@ -250,13 +258,14 @@ class LocalStateStore:
         state.data["exaprov_version"] = __version__
         text = state.dumps()
         try:
-            _ensure_private_dir(self.path.parent)
+            ensure_private_dir(self.path.parent)
             if self._last_text is not None:
                 _atomic_write(self.backup_path, self._last_text)
             _atomic_write(self.path, text)
         except OSError as exc:
             state.data["serial"] -= 1
             tried = self.fallbacks()
+            failing(self)  # stop every change first: keeping the copy takes a while
             raise StateSaveError(str(self.path), exc.strerror or str(exc), keep_copy(text, tried),
                                  text, f"`cp {{}} {self.path}`", tried) from None
         self._last_text, self._lineage = text, state.lineage
@@ -289,7 +298,7 @@ class LocalStateStore:
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[dict[str, Any] | None]:
         """Hold the deployment's exclusive lock; yields the info of a stale holder, if any."""
-        _ensure_private_dir(self.lock_path.parent)
+        ensure_private_dir(self.lock_path.parent)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)
         try:
@@ -301,6 +310,12 @@ class LocalStateStore:
                                        "kernel has already released the lock") from None
             # Info left behind means the previous holder died without releasing.
             stale = _read_info(fd) or None
+            # A state left readable by others (an older exaprov, a `cp`) becomes 0600 now,
+            # not only when this run next writes it.
+            for path in (self.path, self.backup_path):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mode & 0o077:
+                        os.chmod(path, 0o600)
             info = {"pid": os.getpid(), "host": socket.gethostname(),
                     "command": command, "since": _now(), "exaprov_version": __version__}
             os.ftruncate(fd, 0)
@@ -338,7 +353,19 @@ def _read_info(fd: int) -> dict[str, Any]:
         info = json.loads(raw) if raw.strip() else {}
     except (OSError, ValueError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return printable_info(info) if isinstance(info, dict) else {}
+
+
+def printable_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Lock info as it may be printed: anyone who can write the lock file chooses its text, so
+    control characters (terminal escape codes) are shown escaped and each value is cut short."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, (bool, int, float)) or value is None:
+            return value
+        text = str(value)[:200]
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+    return {clean(k): clean(v) for k, v in list(info.items())[:20]}
 
 
 def process_gone(info: dict[str, Any]) -> bool:
@@ -370,7 +397,7 @@ def _held_message(location: str, info: dict[str, Any]) -> str:
             f"since {info.get('since')} (running: {info.get('command')})")
 
 
-def _ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: Path) -> None:
     """Create missing folders 0700 whatever the umask; folders that exist are the user's."""
     missing = []
     while not path.exists():
@@ -384,7 +411,7 @@ def _ensure_private_dir(path: Path) -> None:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, atomically (missing folders made 0700)."""
-    _ensure_private_dir(Path(path).parent)
+    ensure_private_dir(Path(path).parent)
     _atomic_write(Path(path), text)
 
 
@@ -423,7 +450,9 @@ class StateWriter:
         # Set by the first save that failed: from then on nothing is saved to the store and
         # every record only moves the kept copy on (and raises again, stopping its step).
         self.broken: StateSaveError | None = None
-        self.on_broken: list[Callable[[StateSaveError], None]] = []
+        self.on_broken: list[Callable[[], None]] = []
+        if not dry_run:
+            store.on_failure = self._failing  # type: ignore[attr-defined]
 
     def record(self, address: str, *, fresh: bool = False, **fields: Any) -> None:
         """Merge fields into a resource's record; `fresh` starts it anew (an intent must
@@ -468,9 +497,12 @@ class StateWriter:
             self.store.write(self.state)
         except StateSaveError as exc:
             self.broken = exc
-            for stop in self.on_broken:
-                stop(exc)
+            self._failing()
             raise
+
+    def _failing(self) -> None:
+        for stop in self.on_broken:
+            stop()
 
     def _keep_again(self, error: StateSaveError) -> None:
         """After a failed save, a later record (a call that was in flight) updates the copy."""

@@ -37,7 +37,9 @@ from exaprov.state import (
     State,
     StateConflictError,
     StateSaveError,
+    failing,
     keep_copy,
+    printable_info,
     process_gone,
     stamp,
     temp_copy_path,
@@ -224,6 +226,7 @@ class S3StateStore:
         except _Conflict:
             state.data["serial"] -= 1
             tried = self.fallbacks()
+            failing(self)
             error: StateSaveError = StateConflictError(
                 self.location, "another writer changed the state since it was read: the "
                 "conditional write was refused", keep_copy(text, tried), text,
@@ -235,6 +238,7 @@ class S3StateStore:
         except (ClientError, BotoCoreError) as exc:
             state.data["serial"] -= 1
             tried = self.fallbacks()
+            failing(self)
             raise StateSaveError(self.location, _describe(exc), keep_copy(text, tried), text,
                                  f"`aws s3 cp --sse {SSE} {{}} {self.location}`", tried) from None
         self._etag, self._lineage = etag, state.lineage
@@ -367,6 +371,7 @@ class S3StateStore:
             info = self._read_lock() or {}
         except (ClientError, BotoCoreError):
             info = {}
+        info = printable_info(info) if isinstance(info, dict) else {}
         if info:
             by = f"{info.get('owner')}'s " if info.get("owner") else ""
             message = (f"{self.location} is locked by {by}pid {info.get('pid')} on "

@@ -48,6 +48,8 @@ EMULATOR_FILES = {"server.json", "server.log", "server.lock", "server.ready"}
 # the point and signal while the run still waits there even on a loaded machine; nothing
 # waits for them to pass but exaprov itself.
 HOLD = "4"
+# The database is protected from deletion by default, and keeps a final snapshot.
+DESTROY = ("destroy", "--yes", "--disable-deletion-protection", "--skip-final-snapshot")
 
 
 @dataclass
@@ -105,7 +107,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
         box.run("up", "--yes")
         box.built = box.census() - box.empty
         assert box.built["eks:cluster", CLUSTER] == 1
-        box.run("destroy", "--yes")
+        box.run(*DESTROY)
         assert box.census() == box.empty, difference(box.empty, box.census())
         yield box
     finally:
@@ -221,7 +223,7 @@ def expected_code(sig: int) -> int:
 
 
 def clean_up(box: Sandbox, *extra: str) -> None:
-    box.run("destroy", "--yes", *extra, check=False)
+    box.run(*DESTROY, *extra, check=False)
 
 
 # -- destroy interrupted while node groups and the cluster are DELETING ------------------
@@ -236,11 +238,11 @@ def test_an_interrupted_destroy_is_finished_by_the_next_destroy(sandbox: Sandbox
     box = sandbox
     try:
         box.run("up", "--yes")
-        stopped, _ = interrupt(box, ["destroy", "--yes"], POINTS[point], SIGNALS[sig])
+        stopped, _ = interrupt(box, list(DESTROY), POINTS[point], SIGNALS[sig])
         assert stopped.returncode == expected_code(SIGNALS[sig]), stopped.stderr
         assert box.census() != box.empty  # it really was cut off before the end
 
-        again = box.run("destroy", "--yes", check=False)
+        again = box.run(*DESTROY, check=False)
         assert again.returncode == 0, again.stderr
         assert box.census() == box.empty, difference(box.empty, box.census())
         assert local_records(box) == {}
@@ -255,7 +257,7 @@ def test_up_after_an_interrupted_destroy_converges(sandbox: Sandbox, sig: str, p
     box = sandbox
     try:
         box.run("up", "--yes")
-        stopped, _ = interrupt(box, ["destroy", "--yes"], POINTS[point], SIGNALS[sig])
+        stopped, _ = interrupt(box, list(DESTROY), POINTS[point], SIGNALS[sig])
         assert stopped.returncode == expected_code(SIGNALS[sig]), stopped.stderr
 
         up = box.run("up", "--yes", check=False)
@@ -265,7 +267,7 @@ def test_up_after_an_interrupted_destroy_converges(sandbox: Sandbox, sig: str, p
         status = json.loads(box.run("status", "--output", "json").stdout)
         assert status["in_sync"] is True, status["changes"]
 
-        box.run("destroy", "--yes")
+        box.run(*DESTROY)
         assert box.census() == box.empty, difference(box.empty, box.census())
     finally:
         clean_up(box)
@@ -286,7 +288,8 @@ def test_sigterm_and_sighup_stop_like_the_first_ctrl_c(sandbox: Sandbox, sig: st
         if command == "destroy":
             box.run("up", "--yes", *flags)
         point = cluster_creating if command == "up" else first_group_deleting
-        stopped, _ = interrupt(box, [command, "--yes", *flags], point, signum,
+        args = list(DESTROY) if command == "destroy" else ["up", "--yes"]
+        stopped, _ = interrupt(box, [*args, *flags], point, signum,
                                key=key if store == "s3" else None)
         assert stopped.returncode == 128 + signum, stopped.stderr
         assert f"Interrupted by {sig}" in stopped.stderr
@@ -306,8 +309,8 @@ def test_sigterm_and_sighup_stop_like_the_first_ctrl_c(sandbox: Sandbox, sig: st
         assert state.resources  # stopped half-way: some of the deployment is recorded
         assert "No lock is held" in box.run("state", "unlock", "--yes", *flags).stderr
 
-        box.run(command, "--yes", *flags)  # the run finishes what was interrupted
-        box.run("destroy", "--yes", *flags)
+        box.run(*args, *flags)  # the run finishes what was interrupted
+        box.run(*DESTROY, *flags)
         assert box.census() == box.empty, difference(box.empty, box.census())
     finally:
         clean_up(box, *flags)
@@ -340,7 +343,7 @@ def test_the_state_flag_takes_an_s3_url(sandbox: Sandbox) -> None:
         assert local_files(box.work) == before  # nothing local: not `s3:/…`, not the default
         assert not (box.work / "s3:").exists()
 
-        box.run("destroy", "--yes", "--state", url)
+        box.run(*DESTROY, "--state", url)
         assert box.census() == box.empty, difference(box.empty, box.census())
         assert local_files(box.work) == before
     finally:

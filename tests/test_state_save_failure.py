@@ -37,7 +37,7 @@ class FullDisk:
         self.real = exaprov.state._atomic_write
         self.also = [p.resolve() for p in also]
         self.writes = 0
-        self.events: list[tuple[str, str]] = []  # ("sent", operation) / ("failed", text)
+        self.events: list[tuple[Any, ...]] = []  # started / sent (when it started) / failed
         self.lock = threading.Lock()
         self.failed_text: str | None = None
 
@@ -56,13 +56,21 @@ class FullDisk:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.real(path, text)
 
-    def signed(self, operation_name: str, **_: Any) -> None:
+    def started(self, model: Any, context: dict[str, Any], **_: Any) -> None:
         with self.lock:
-            self.events.append(("sent", operation_name))
+            context["started_at"] = len(self.events)
+            self.events.append(("started", model.name))
+
+    def signed(self, operation_name: str, request: Any, **_: Any) -> None:
+        with self.lock:
+            self.events.append(("sent", operation_name, request.context.get("started_at", -1)))
 
     def changes_after_the_failure(self) -> list[str]:
+        """Changes sent that were started after the failed write (one already on its way in
+        another thread when the write failed may go out: it was sent before, as it were)."""
         index = self.events.index(("failed", ""))
-        return [op for kind, op in self.events[index:] if kind == "sent" and not op.startswith(READ_PREFIXES)]
+        return [e[1] for e in self.events if e[0] == "sent" and e[2] > index
+                and not e[1].startswith(READ_PREFIXES)]
 
 
 @pytest.fixture
@@ -77,6 +85,7 @@ def _setup(monkeypatch: pytest.MonkeyPatch, hooks: Any, also: list[Path]) -> Ful
     Path("exaprov.yaml").write_text(json.dumps(CONFIG))
     disk = FullDisk(also)
     monkeypatch.setattr(exaprov.state, "_atomic_write", disk.write)
+    hooks(disk.started, "before-call")
     hooks(disk.signed, "before-sign")
     return disk
 

@@ -26,7 +26,7 @@ from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.state import FAILED
-from exaprov.steps.database import database_identifier, find_database
+from exaprov.steps.database import database_identifier, find_database, rds_may_hold
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, reconcile_tags, tag_specs, verify_gone
 
 TIERS = (("private", 1), ("public", 4), ("database", 7))  # tier, index of its first /+4 block
@@ -298,6 +298,8 @@ def destroy_network(ctx: StepContext) -> None:
     ec2 = ctx.aws.ec2
     # The recorded name too: the group of a since-renamed VPC must not be left behind.
     names = {ctx.cfg.network.vpc_name.lower(), ctx.recorded_id("db-subnet-group")} - {None}
+    if not rds_may_hold(ctx.run.state, ctx.address("db-subnet-group")):
+        names = set()
     for name in sorted(n for n in names if n and find_db_subnet_group(ctx, n)):
         ctx.delete("db-subnet-group", "rds:db-subnet-group", name,
                    lambda n: ctx.aws.rds.delete_db_subnet_group(DBSubnetGroupName=n))
@@ -352,9 +354,10 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
     name = f"{ctx.cfg.network.vpc_name}-nat"
     eip = Ec2Items(ctx, "describe_addresses", "ec2:elastic-ip").pick("eip")
     if eip is None:
-        allocation_id = ctx.create("eip", "ec2:elastic-ip", lambda token: ec2.allocate_address(
-            Domain="vpc", TagSpecifications=tag_specs(ctx, "elastic-ip", "eip", name),
-        )["AllocationId"], name=name)
+        eip = {}
+        allocation_id = ctx.create("eip", "ec2:elastic-ip", lambda token: eip.update(
+            ec2.allocate_address(Domain="vpc", TagSpecifications=tag_specs(
+                ctx, "elastic-ip", "eip", name))) or eip["AllocationId"], name=name)
     else:
         allocation_id = ctx.found("eip", "ec2:elastic-ip", eip["AllocationId"])
         reconcile_tags(ctx, "eip", "ec2:elastic-ip", eip, allocation_id, name=name)
@@ -397,7 +400,8 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
             describe=lambda t: "listed" if t else "not listed")
     # Pointing the private default route at a new NAT gateway is part of creating it.
     ensure_route(ctx, "nat", table, ANYWHERE, "NatGatewayId", nat_id, initial=created)
-    return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id}
+    return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id,
+            "nat_public_ip": eip.get("PublicIp")}
 
 
 def describe_nat(ctx: StepContext, nat_id: str, absent: str) -> dict[str, Any]:
