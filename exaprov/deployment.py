@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaprov import engine, identity
+from exaprov import engine, identity, ownership
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
 from exaprov.state import (
@@ -144,6 +144,8 @@ class Deployment:
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             identity.refuse_renames(self.cfg, state)
+            self.check_account(state, None)
+            ownership.preflight(self.cfg, state, self.aws)  # name clashes: before any change
             writer = StateWriter(self.store, state)
             self.check_account(state, writer)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
@@ -157,6 +159,7 @@ class Deployment:
         state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
         identity.refuse_renames(self.cfg, state)
         self.check_account(state, None)
+        ownership.preflight(self.cfg, state, self.aws)
         run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state, dry_run=True),
                          engine.Mode.PLAN, reporter)
         return engine.apply(STEPS, run)

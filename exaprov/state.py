@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from exaprov import __version__
+from exaprov import __version__, addresses
 from exaprov.errors import ExaprovError, LockedError, StateError
 
 FORMAT_VERSION = 1
@@ -97,6 +97,7 @@ class State:
             if not isinstance(data.get(key), typ):
                 raise DamagedStateError(f"{where}: not an exaprov state ({key!r} missing or not "
                                  f"a {typ.__name__})")
+        addresses.migrate(data)  # records of user-named things, renamed to their own namespace
         return cls(data)
 
     def dumps(self) -> str:

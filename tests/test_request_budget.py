@@ -109,7 +109,7 @@ def test_drift_is_still_seen_within_the_budget(stack: dict[str, Any], calls: Cal
     bucket = outputs["bucket"]["s3_bucket_id"]
     s3.delete_public_access_block(Bucket=bucket)
     # A launch template version made by hand (a smaller disk) becomes the latest.
-    lt_id = resources["node-groups.lt-default"]["id"]
+    lt_id = resources["node-groups.lt:default"]["id"]
     ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData={
         "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20}}]})
 
@@ -121,7 +121,7 @@ def test_drift_is_still_seen_within_the_budget(stack: dict[str, Any], calls: Cal
     assert any(a == f"node-groups.{group['tags']['exaprov:resource']}" and "scaling" in d
                for a, d in details), details
     assert any(a == "bucket.bucket" and "public access" in d for a, d in details), details
-    assert any(a == "node-groups.lt-default" and "new version" in d for a, d in details), details
+    assert any(a == "node-groups.lt:default" and "new version" in d for a, d in details), details
 
     # `up` repairs them; the run after that is converged again, within the budget.
     assert cli("up", "--yes").exit_code == 0

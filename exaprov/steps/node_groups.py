@@ -7,7 +7,8 @@ four fixed system groups, `runner-<suffix>` per runner pool, and the user's
 additional groups; plus the cluster-autoscaler tags on each group's ASG.
 Reads: cluster (name, version), nat (nodes pull images through it), iam (node
 role), security-groups (node SG), network (private subnets).
-Records: lt-<group> (launch template ID), <group> (node group name).
+Records: lt:<group> (launch template ID), group:<group> (node group name): user-named, so
+prefixed with a colon no group name can hold (exaprov.addresses).
 Reconcile: min/max, labels, taints in place (desired size belongs to the cluster
 autoscaler: only clamped); disk size / instance tags via a new launch template
 version; instance type, capacity type or AMI family by replacement (new group
@@ -23,6 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from exaprov.addresses import (
+    OLD_SUFFIX,
+    group_from_tag,
+    group_logical,
+    legacy_template_tag,
+    template_from_tag,
+    template_logical,
+)
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
@@ -163,11 +172,11 @@ def _lt_digest(data: dict[str, Any]) -> str:
 def ensure_launch_template(ctx: StepContext, templates: Ec2Items, spec: GroupSpec,
                            node_sg: str) -> tuple[str, str]:
     """(template ID, version to use); a changed template gets a new version, not a new template."""
-    ec2, logical = ctx.aws.ec2, f"lt-{spec.name}"
+    ec2, logical = ctx.aws.ec2, template_logical(spec.name)
     name = f"{ctx.cfg.cluster.cluster_name}-{spec.name}"
     data = launch_template_data(ctx, spec, node_sg)
     wanted = _lt_fingerprint(data)
-    template = templates.pick(logical)
+    template = templates.pick(logical, legacy_template_tag(spec.name))
     if template is None:
         lt_id = ctx.create(logical, "ec2:launch-template", lambda token: ec2.create_launch_template(
             LaunchTemplateName=name, LaunchTemplateData=data, ClientToken=token[:64],
@@ -222,25 +231,27 @@ def ensure_node_groups(ctx: StepContext) -> dict[str, Any]:
               for name, spec in wanted.items()}
 
     def one(name: str) -> str:
-        return ensure_group(ctx, wanted[name], live.get(name), launch[name])
+        return ensure_group(ctx, wanted[name], live.get(group_logical(name)), launch[name])
 
     # Node groups take minutes each and EKS builds them in parallel: create them all at once.
     with ThreadPoolExecutor(max_workers=max(1, len(wanted)), thread_name_prefix="nodegroup") as pool:
         names = dict(zip(wanted, pool.map(one, wanted), strict=True))
+    wanted_logicals = {group_logical(n) for n in wanted}
     for logical, group in live.items():
-        if logical.endswith("#old") and logical.removesuffix("#old") in wanted:
+        if logical.endswith(OLD_SUFFIX) and logical.removesuffix(OLD_SUFFIX) in wanted_logicals:
             remove_group(ctx, logical, group, confirm=False)  # an interrupted replacement's old group
-        elif logical not in wanted:
+        elif logical not in wanted_logicals:
             remove_group(ctx, logical, group)
     # In a plan only groups that exist have ASGs to compare.
     existing = {names[n]: wanted[n] for n in wanted
-                if not ctx.planning or (n in live and live[n]["nodegroupName"] == names[n])}
+                if not ctx.planning or (group_logical(n) in live
+                                        and live[group_logical(n)]["nodegroupName"] == names[n])}
     ensure_asg_tags(ctx, existing, {g["nodegroupName"]: g for g in live.values()})
     return {"node_groups": names}
 
 
 def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
-    """This deployment's node groups, by logical name (their exaprov:resource tag)."""
+    """This deployment's node groups (by their own tags), by logical name (`group:<name>`)."""
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     try:
         names = ctx.call(lambda: paginate(eks, "list_nodegroups", "nodegroups", clusterName=cluster))
@@ -260,30 +271,30 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
             if not ctx.planning:
                 _wait_deleted(ctx, name)
             continue
-        logical = tags.get(TAG_RESOURCE, name)
+        logical = group_from_tag(tags.get(TAG_RESOURCE), name)
         # During a replacement two groups share a logical name: the newer one wins.
         if logical not in found or group["createdAt"] > found[logical]["createdAt"]:
             if logical in found:
-                found[f"{logical}#old"] = found[logical]
+                found[logical + OLD_SUFFIX] = found[logical]
             found[logical] = group
         else:
-            found[f"{logical}#old"] = group
+            found[logical + OLD_SUFFIX] = group
     return found
 
 
 def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None,
                  launch: tuple[str, str]) -> str:
-    cluster = ctx.upstream["cluster"]
+    cluster, logical = ctx.upstream["cluster"], group_logical(spec.name)
     ami = ami_type(spec.category, ctx.cfg.cluster.cluster_version)
     if group is not None and group["status"] == "CREATE_FAILED":
         failed_name = group["nodegroupName"]
         ctx.report(f"node group {failed_name} CREATE_FAILED: replacing it")
-        remove_group(ctx, spec.name, group, confirm=False)
+        remove_group(ctx, logical, group, confirm=False)
         return create_group(ctx, spec, failed_name, launch, ami)  # its name is free again
     if group is None:
         return create_group(ctx, spec, spec.name, launch, ami)
     name = group["nodegroupName"]
-    ctx.found(spec.name, "eks:nodegroup", name, live=group["status"])
+    ctx.found(logical, "eks:nodegroup", name, live=group["status"])
     immutable = (group.get("instanceTypes") or [None])[0], group.get("capacityType"), group.get("amiType")
     if immutable != (spec.instance_type, spec.capacity_type, ami):
         # EKS cannot change these in place. New group first, so capacity never drops to zero.
@@ -293,7 +304,7 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
         ctx.run.add_change(_replace_change(ctx, spec, immutable, (spec.instance_type,
                                                                    spec.capacity_type, ami)))
         new = create_group(ctx, spec, new_name, launch, ami, quiet=True)
-        remove_group(ctx, f"{spec.name}#old", group, confirm=False, quiet=True)
+        remove_group(ctx, logical + OLD_SUFFIX, group, confirm=False, quiet=True)
         return new
     if group["status"] not in ("ACTIVE", "DEGRADED") and not ctx.planning:
         group = wait_for_group(ctx, name)
@@ -304,7 +315,7 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
 def _replace_change(ctx: StepContext, spec: GroupSpec, was: tuple[Any, ...], now: tuple[Any, ...]) -> Any:
     from exaprov.engine import Change
 
-    return Change("replace", ctx.address(spec.name), "eks:nodegroup",
+    return Change("replace", ctx.address(group_logical(spec.name)), "eks:nodegroup",
                   f"{'/'.join(map(str, was))} → {'/'.join(map(str, now))} (new group first)")
 
 
@@ -322,7 +333,7 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
         "instanceTypes": [spec.instance_type], "capacityType": spec.capacity_type, "amiType": ami,
         "labels": spec.labels,
         "taints": [{"key": k, "value": v, "effect": e} for k, v, e in spec.taints],
-        "tags": ctx.tags(spec.name, name=name),
+        "tags": ctx.tags(group_logical(spec.name), name=name),
     }
 
     def create(token: str) -> str:
@@ -335,7 +346,7 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
 
     if quiet and ctx.planning:
         return name
-    created = ctx.create(spec.name, "eks:nodegroup", create, name=name,
+    created = ctx.create(group_logical(spec.name), "eks:nodegroup", create, name=name,
                          detail=f"{spec.instance_type} {spec.capacity_type} {spec.min_size}-{spec.max_size}")
     if not ctx.planning:
         wait_for_group(ctx, name)
@@ -350,7 +361,7 @@ def wait_for_group(ctx: StepContext, name: str) -> dict[str, Any]:
         lambda g: g["status"] in ("ACTIVE", "DEGRADED") or g["status"].endswith("FAILED"),
         timeout=NODEGROUP_CREATE_TIMEOUT, interval=5, describe=lambda g: g["status"])
     if group["status"].endswith("FAILED"):
-        logical = group.get("tags", {}).get(TAG_RESOURCE, name)
+        logical = group_from_tag(group.get("tags", {}).get(TAG_RESOURCE), name)
         ctx.run.writer.record(ctx.address(logical), status=FAILED)
         issues = "; ".join(i.get("message", "") for i in group.get("health", {}).get("issues", []))
         raise ExaprovError(f"node-groups: node group {name} {group['status']}: "
@@ -388,7 +399,7 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
                              if (k, e) not in {(sk, se) for sk, _, se in spec.taints}]}.items() if v}
         details.append("taints")
     if update:
-        ctx.update(spec.name, "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
+        ctx.update(group_logical(spec.name), "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
             ctx, cluster_name, eks.update_nodegroup_config(
                 clusterName=cluster_name, nodegroupName=name, **update), nodegroup=name))
     live_lt = group.get("launchTemplate") or {}
@@ -398,7 +409,7 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
     if group.get("version") and group["version"] != cluster_version and not is_unknown(cluster_version):
         version_update["version"] = cluster_version
     if version_update:
-        ctx.update(spec.name, "eks:nodegroup",
+        ctx.update(group_logical(spec.name), "eks:nodegroup",
                    "rolling update to " + ", ".join(f"{k} {v}" for k, v in version_update.items()),
                    lambda: wait_for_update(ctx, cluster_name, eks.update_nodegroup_version(
                        clusterName=cluster_name, nodegroupName=name, **version_update), nodegroup=name))
@@ -480,7 +491,8 @@ def destroy_node_groups(ctx: StepContext) -> None:
         list(pool.map(lambda item: remove_group(ctx, item[0], item[1], confirm=False), groups.items()))
     templates = Ec2Items(ctx, "describe_launch_templates", "ec2:launch-template")
     for template in templates.items:
-        logical = tag_dict(template.get("Tags")).get(TAG_RESOURCE, template["LaunchTemplateId"])
+        logical = template_from_tag(tag_dict(template.get("Tags")).get(TAG_RESOURCE),
+                                    template["LaunchTemplateId"])
         ctx.delete(logical, "ec2:launch-template", template["LaunchTemplateId"],
                    lambda lt: ctx.aws.ec2.delete_launch_template(LaunchTemplateId=lt))
     for logical in ctx.recorded_logicals():
