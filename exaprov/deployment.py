@@ -214,7 +214,8 @@ class Deployment:
             others = {v: p.get("cidrs", []) for v, p in peers.items() if v != vpc_id}
             cidrs = check_peer(self.aws, network["vpc_cidr_block"], others, vpc_id,
                                region=region, profile=profile,
-                               deployment_vpc_id=network["vpc_id"])
+                               deployment_vpc_id=network["vpc_id"],
+                               route_table_ids=route_table_ids)
             peers[vpc_id] = {"route_table_ids": route_table_ids or None, "region": region,
                              "profile": profile, "cidrs": cidrs}
             writer.set_field("peers", peers)
