@@ -1643,6 +1643,7 @@ def _install_ec2_filters() -> None:
         found = [p for p in found if all(_pcx_matches(p, n, v) for n, v in filters.items())]
         return ActionResult({"VpcPeeringConnections": found})
 
+    NatGatewayBackend._exaprov_unfiltered = describe_nats  # what moto alone answers (tests)
     NatGatewayBackend.describe_nat_gateways = describe_nat_gateways
     VPCPeeringConnections.describe_vpc_peering_connections = describe_vpc_peering_connections
     NatGatewayBackend._exaprov_filters = True
