@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
 
 from exaprov.aws import tag_dict
+from exaprov.ownership import is_ours
 from exaprov.state import LocalStateStore
 from tests.census import census
 from tests.census import difference as difference_of
@@ -231,3 +233,43 @@ def test_an_old_state_s_node_group_records_are_migrated_on_load(
     status = json.loads(cli("status", "--output", "json").stdout)
     assert status["in_sync"] is True
     assert "node-groups.group:default" in {r["address"] for r in status["resources"]}
+
+
+# -- the rule itself ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("tags", "recorded_id", "ours"), [
+    ([{"Key": "exaprov:deployment", "Value": "example"}], False, True),  # EC2, RDS, IAM
+    ({"exaprov:deployment": "example"}, False, True),  # EKS, logs
+    ([{"TagKey": "exaprov:deployment", "TagValue": "example"}], False, True),  # KMS
+    ([{"Key": "exaprov:deployment", "Value": "other"}], False, False),
+    ([{"Key": "exaprov:deployment", "Value": "other"}], True, False),  # recorded, but theirs
+    ([{"Key": "Name", "Value": "example"}], False, False),  # a name is no proof
+    ([], True, True),  # its unique ID recorded, its tags stripped by hand
+    (None, False, False),
+])
+def test_the_rule(tags: Any, recorded_id: bool, ours: bool) -> None:
+    assert is_ours("example", tags, recorded_id=recorded_id) is ours
+
+
+def test_a_recorded_id_carrying_another_deployments_tag_is_not_adopted(
+        workdir: Path, aws: None, calls: CallLog) -> None:
+    """The state records a VPC ID that now carries another deployment's tag (a state copied
+    from elsewhere, a retag by hand): it is not this deployment's, never changed or deleted."""
+    from exaprov.steps import NETWORK
+    from tests.harness import Stack
+
+    ec2 = boto3.client("ec2", region_name=REGION)
+    theirs = ec2.create_vpc(CidrBlock="10.0.0.0/16", TagSpecifications=[{
+        "ResourceType": "vpc", "Tags": [{"Key": "exaprov:deployment", "Value": "other"},
+                                        {"Key": "exaprov:component", "Value": "network"},
+                                        {"Key": "exaprov:resource", "Value": "vpc"}]}])["Vpc"]["VpcId"]
+    stack = Stack(workdir, [NETWORK], {"name": "example", "module_repo_backend": None})
+    state = stack.state()
+    state.resources["network.vpc"] = {"kind": "ec2:vpc", "id": theirs, "status": "created"}
+    stack.store.write(state)
+    stack.up()
+    assert stack.state().resources["network.vpc"]["id"] != theirs
+    tags = tag_dict(ec2.describe_vpcs(VpcIds=[theirs])["Vpcs"][0]["Tags"])
+    assert tags["exaprov:deployment"] == "other"
+    stack.destroy()
+    assert ec2.describe_vpcs(VpcIds=[theirs])["Vpcs"][0]["VpcId"] == theirs

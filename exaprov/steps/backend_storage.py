@@ -122,7 +122,7 @@ def find_secret(ctx: StepContext) -> dict[str, Any] | None:
 
 
 def secret_is_ours(ctx: StepContext, secret: dict[str, Any]) -> bool:
-    if tag_dict(secret.get("Tags")).get(TAG_DEPLOYMENT) == ctx.cfg.name:
+    if is_ours(ctx.cfg.name, secret.get("Tags")):
         return True
     return secret["ARN"] == ctx.recorded_id("secret")
 
@@ -387,7 +387,7 @@ def tagged_buckets(ctx: StepContext) -> list[str]:
             if exc.code in ("AccessDenied", "NoSuchBucket"):
                 continue
             raise
-        if tags.get(TAG_DEPLOYMENT) == ctx.cfg.name and tags.get(TAG_COMPONENT) == ctx.step \
+        if is_ours(ctx.cfg.name, tags) and tags.get(TAG_COMPONENT) == ctx.step \
                 and tags.get(TAG_RESOURCE) == "bucket":
             ours.append(bucket["Name"])
     return ours

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from exaprov.engine import TAG_DEPLOYMENT, Change, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.state import FAILED
 from exaprov.steps.iam import normalise_policy
 from exaprov.steps.security_groups import Rule, ensure_rules
@@ -146,7 +147,7 @@ def find_cluster(ctx: StepContext, name: str) -> dict[str, Any] | None:
 def _check_ours(ctx: StepContext, cluster: dict[str, Any]) -> None:
     """Never adopt a cluster some other tool or deployment made under the same name."""
     owner = cluster.get("tags", {}).get(TAG_DEPLOYMENT)
-    if owner != ctx.cfg.name:
+    if not is_ours(ctx.cfg.name, cluster.get("tags")):
         raise InputError(f"cluster.cluster_name: an EKS cluster named {cluster['name']!r} already "
                          f"exists and is not this deployment's (its {TAG_DEPLOYMENT} tag: {owner!r})",
                          hint="choose another cluster.cluster_name")
@@ -313,7 +314,7 @@ def find_oidc_provider(ctx: StepContext, url: str) -> str | None:
 def destroy_cluster(ctx: StepContext) -> None:
     name = ctx.cfg.cluster.cluster_name
     cluster = find_cluster(ctx, name)
-    if cluster is not None and cluster.get("tags", {}).get(TAG_DEPLOYMENT) != ctx.cfg.name:
+    if cluster is not None and not is_ours(ctx.cfg.name, cluster.get("tags")):
         cluster = None  # not ours: never delete it
     vpc_id = (cluster or {}).get("resourcesVpcConfig", {}).get("vpcId") or \
         ctx.upstream.get("network", {}).get("vpc_id")
@@ -339,7 +340,7 @@ def _tagged_oidc_provider(ctx: StepContext) -> str | None:
     for provider in ctx.call(iam.list_open_id_connect_providers)["OpenIDConnectProviderList"]:
         tags = ctx.call(lambda a=provider["Arn"]: iam.list_open_id_connect_provider_tags(
             OpenIDConnectProviderArn=a)).get("Tags", [])
-        if {"Key": TAG_DEPLOYMENT, "Value": ctx.cfg.name} in tags:
+        if is_ours(ctx.cfg.name, tags):
             return provider["Arn"]
     return None
 

@@ -26,7 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from exaprov.aws import paginate
-from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, unknown
+from exaprov.engine import TAG_COMPONENT, TAG_RESOURCE, Step, StepContext, unknown
 from exaprov.errors import AwsError, InputError, error_code, is_not_found
 from exaprov.ownership import clash, is_ours
 from exaprov.steps.iam import normalise_policy, partition
@@ -86,7 +86,7 @@ def key_tags(ctx: StepContext, key_id: str) -> dict[str, str] | None:
 
 
 def _is_our_key(ctx: StepContext, tags: dict[str, str] | None) -> bool:
-    return bool(tags) and tags.get(TAG_DEPLOYMENT) == ctx.cfg.name \
+    return bool(tags) and is_ours(ctx.cfg.name, tags) \
         and tags.get(TAG_COMPONENT) == ctx.step and tags.get(TAG_RESOURCE) == "key"
 
 

@@ -33,8 +33,9 @@ from exaprov.addresses import (
     template_logical,
 )
 from exaprov.aws import paginate, tag_dict, tag_list
-from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
+from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.state import FAILED
 from exaprov.steps.cluster import wait_for_update
 from exaprov.steps.ec2_lookup import Ec2Items, tag_specs, verify_gone
@@ -264,7 +265,7 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
         group = ctx.call(lambda n=name: eks.describe_nodegroup(clusterName=cluster, nodegroupName=n))[
             "nodegroup"]
         tags = group.get("tags", {})
-        if tags.get(TAG_DEPLOYMENT) != ctx.cfg.name:
+        if not is_ours(ctx.cfg.name, tags):
             continue
         if group["status"] == "DELETING":
             # A destroy or replacement interrupted mid-delete: its name is not free until it is gone.

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import Aws, tag_dict
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.steps.ec2_lookup import items_by_id, tag_specs
 from exaprov.steps.security_groups import Rule, describe_rules, ensure_rules, revoke
 
@@ -398,7 +399,7 @@ def our_peerings(ctx: StepContext) -> list[dict[str, Any]]:
 
 def _tagged_ours(ctx: StepContext, pcx: dict[str, Any]) -> bool:
     tags = tag_dict(pcx.get("Tags"))
-    return tags.get(TAG_DEPLOYMENT) == ctx.cfg.name and tags.get(TAG_COMPONENT) == ctx.step
+    return is_ours(ctx.cfg.name, tags) and tags.get(TAG_COMPONENT) == ctx.step
 
 
 def known_peers(ctx: StepContext, live: list[dict[str, Any]]) -> set[str]:
