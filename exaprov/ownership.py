@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exaprov.errors import InputError, is_not_found
+from exaprov.errors import AwsError, InputError, is_not_found
 
 TAG_DEPLOYMENT = "exaprov:deployment"  # the same key as engine.TAG_DEPLOYMENT
 
@@ -104,7 +104,11 @@ def preflight(cfg: Any, state: Any, aws: Any) -> None:
     clashes: list[NameClash] = []
     for check in (_db_subnet_group, _roles, _kms_alias, _log_group, _cluster, _launch_templates,
                   _security_groups, _database, _backend_user):
-        found = check(cfg, state, aws)
+        try:
+            found = check(cfg, state, aws)
+        except ClientError as exc:
+            raise AwsError("pre-flight", exc.operation_name, _code(exc) or "Error",
+                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
         if found is not None:
             clashes.append(found)
     if len(clashes) == 1:
