@@ -73,9 +73,9 @@ class NameClash(InputError):
 
 def clash(kind: str, name: str, tags: TagsLike, field: str, deployment: str) -> NameClash:
     return NameClash(
-        f"{field}: the {kind} {name} already exists and is not deployment {deployment!r}'s "
-        f"({owner_text(tags)}); exaprov never adopts, changes or deletes what it did not "
-        "create, and nothing was changed",
+        f"{field}: the {kind} {name} already exists and does not belong to deployment "
+        f"{deployment!r} ({owner_text(tags)}); exaprov never adopts, changes or deletes what "
+        "it did not create, and nothing was changed",
         hint=f"choose another {field} (or --config), or, if that {kind} is unused, delete or "
              "rename it yourself and run the command again")
 
