@@ -62,6 +62,7 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
             _wait_gone(ctx, name)
         cluster = None
     ensure_secrets_key_access(ctx)
+    made_now = cluster is None
     if cluster is None:
         ctx.create("cluster", "eks:cluster", lambda token: _create_cluster(ctx, token),
                    detail=f"Kubernetes {cfg.cluster_version}", name=name)
@@ -80,7 +81,7 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
     if primary_sg:
         ensure_rules(ctx, "primary-sg-rule", primary_sg,
                      {Rule("ingress", "tcp", 0, 65535, vpc_cidr, "exaprov: clients in the VPC")},
-                     exclusive=False)
+                     exclusive=False, initial=made_now)  # part of making a new cluster
     issuer = cluster["identity"]["oidc"]["issuer"]
     oidc_arn = ensure_oidc_provider(ctx, issuer)
     return {
@@ -231,6 +232,10 @@ def reconcile_cluster(ctx: StepContext, cluster: dict[str, Any]) -> dict[str, An
         ctx.update("cluster", "eks:cluster", "authentication mode CONFIG_MAP → API_AND_CONFIG_MAP",
                    lambda: wait_for_update(ctx, name, eks.update_cluster_config(
                        name=name, accessConfig={"authenticationMode": "API_AND_CONFIG_MAP"})))
+    if ctx.planning and wanted != live:
+        # What `up` will have done by the time the node groups come: they plan their own
+        # rolling update to this version, as `up` then makes it.
+        return {**cluster, "version": cfg.cluster_version}
     changed = any(c.address == ctx.address("cluster") for c in ctx.run.changes)
     if ctx.planning or not changed:
         return cluster
