@@ -15,7 +15,7 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from exaprov.sandbox import SANDBOX_CREDENTIALS
+from exaprov import sandbox
 from tests.conftest import REGION, tagged
 from tests.neighbour import NEIGHBOUR_CONFIG, Clients, clients, foreign_census, plant
 from tests.neighbour import difference as changed
@@ -108,18 +108,18 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
     try:
         (tmp_path / "neighbour.yaml").write_text(yaml.safe_dump(NEIGHBOUR_CONFIG))
         run("up", "--sandbox", "--yes", "--config", "neighbour.yaml", cwd=tmp_path)
-        endpoint = json.loads((tmp_path / "state" / "sandbox" / "server.json").read_text())["endpoint"]
-        client = clients(endpoint_url=endpoint, **SANDBOX_CREDENTIALS)
+        endpoint = json.loads((sandbox.sandbox_dir() / "server.json").read_text())["endpoint"]
+        client = clients(endpoint_url=endpoint, **sandbox.SANDBOX_CREDENTIALS)
         plant(ours, client)
         neighbour = foreign_census(ours, client)
         up = run("up", "--sandbox", "--yes", cwd=tmp_path)
-        assert "waiting for cluster exafunction-cluster-example: CREATING" in up.stderr
-        assert "waiting for node group runner-cpu: CREATING" in up.stderr
+        assert "EKS cluster exafunction-cluster-example: creating, " in up.stderr
+        assert "node group runner-cpu: creating, " in up.stderr
+        assert "node group runner-cpu: ACTIVE after " in up.stderr
         status = json.loads(run("status", "--sandbox", "--output", "json", cwd=tmp_path).stdout)
         assert status["in_sync"] is True
         assert {r["address"] for r in status["resources"]} >= {"cluster.cluster", "nat.nat"}
-        record: dict[str, Any] = json.loads(
-            (tmp_path / "state" / "sandbox" / "server.json").read_text())
+        record: dict[str, Any] = json.loads((sandbox.sandbox_dir() / "server.json").read_text())
         assert (tmp_path / "state" / "sandbox" / "deployments" / "example.json").exists()
         assert not (tmp_path / "state" / "example.json").exists()  # apart from real deployments
 
@@ -133,7 +133,7 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
         assert foreign_census(ours, client) == neighbour, \
             changed(neighbour, foreign_census(ours, client))
     finally:
-        stopped = run("sandbox", "stop", cwd=tmp_path)
+        stopped = run("sandbox", "stop", "--yes", cwd=tmp_path)
     assert "stopped" in stopped.stdout
     assert not running(record["pid"])
     sandbox_status = json.loads(run("sandbox", "status", "--output", "json", cwd=tmp_path).stdout)

@@ -27,7 +27,7 @@ from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.ownership import clash, db_subnet_group_tags, is_ours, owner_text
 from exaprov.state import FAILED
-from exaprov.steps.database import database_identifier, find_database
+from exaprov.steps.database import database_identifier, find_database, rds_may_hold
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, reconcile_tags, tag_specs, verify_gone
 
 TIERS = (("private", 1), ("public", 4), ("database", 7))  # tier, index of its first /+4 block
@@ -319,6 +319,8 @@ def destroy_network(ctx: StepContext) -> None:
     # The recorded name too: the group of a since-renamed VPC must not be left behind.
     # Deleted only if its own tags say it is this deployment's: the name is no proof.
     names = {ctx.cfg.network.vpc_name.lower(), ctx.recorded_id("db-subnet-group")} - {None}
+    if not rds_may_hold(ctx.run.state, ctx.address("db-subnet-group")):
+        names = set()
 
     def ours(name: str) -> bool:
         group = find_db_subnet_group(ctx, name)
