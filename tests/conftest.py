@@ -170,7 +170,8 @@ emulator.install_extensions()  # what EKS does and moto does not, for every test
 # The AWS managed policies exaprov attaches. moto rejects attaching one it does not have,
 # so these prove the names are real; loading all ~1,000 costs about a second per test.
 USED_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
-                 "AmazonEC2ContainerRegistryReadOnly", "AmazonS3ReadOnlyAccess")
+                 "AmazonEC2ContainerRegistryReadOnly", "AmazonS3ReadOnlyAccess",
+                 "AmazonEKSVPCResourceController")
 
 
 @cache

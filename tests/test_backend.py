@@ -113,6 +113,12 @@ def test_local_backend_creates_no_database_bucket_or_user(workdir: Path, aws: No
 
 def test_dropping_the_backend_is_a_planned_data_loss_confirmed(deployed: Path) -> None:
     write_config({"name": "example", "cluster": SMALL, "module_repo_backend": None})
+    protected = cli("plan", "--output", "json")  # DeletionProtection (the default) refuses it
+    assert protected.exit_code == 1 and "DeletionProtection" in protected.output
+    write_config({"name": "example", "cluster": SMALL,
+                  "module_repo_backend": {"db_deletion_protection": False}})
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": SMALL, "module_repo_backend": None})
     plan = json.loads(cli("plan", "--output", "json").stdout)
     deletes = [c for c in plan["changes"] if c["action"] == "delete"]
     assert {c["address"].split(".")[0] for c in deletes} >= {"database", "bucket", "backend-user"}
@@ -132,7 +138,7 @@ def test_destroy_with_objects_leaves_no_backend(deployed: Path) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     for n in range(3):
         s3.put_object(Bucket=bucket, Key=f"modules/{n}", Body=b"x")
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     assert s3.list_buckets()["Buckets"] == []
     assert boto3.client("rds", region_name=REGION).describe_db_instances()["DBInstances"] == []
     iam = boto3.client("iam", region_name=REGION)

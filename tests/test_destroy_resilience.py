@@ -26,7 +26,7 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.census import Census, census, difference
+from tests.census import Census, after_destroy, census, difference
 from tests.conftest import REGION, cli
 from tests.crashing import (
     CONFIG,
@@ -51,7 +51,7 @@ def reference() -> tuple[list[str], Census]:
     with isolated_aws():
         before = prepare_account_and_state()
         run_ok("up", "--yes")
-        return recorded_calls("destroy", "--yes"), before
+        return recorded_calls("destroy", "--yes", "--disable-deletion-protection"), before
 
 
 def destroy_calls() -> list[str]:
@@ -88,8 +88,9 @@ def test_a_crash_after_any_call_of_destroy_is_finished_by_the_next_destroy(
     prepare_account_and_state(count=False)
     before, neighbour = reference()[1], foreign_census(CONFIG)
     run_ok("up", "--yes")
-    crash_then_rerun(("destroy", "--yes"), destroy_call)
-    assert census() == before, difference(before, census())
+    crash_then_rerun(("destroy", "--yes", "--disable-deletion-protection"), destroy_call)
+    kept = after_destroy(before)  # and the database's final snapshot, the user's
+    assert census() == kept, difference(kept, census())
     assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
@@ -111,8 +112,9 @@ def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None)
     user = outputs["backend-user"]["iam_user_name"]
     iam.delete_access_key(UserName=user, AccessKeyId=outputs["backend-user"]["access_key_id"])
 
-    run_ok("destroy", "--yes")
-    assert census() == before, difference(before, census())
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
+    kept = after_destroy(before)  # and the database's final snapshot, the user's
+    assert census() == kept, difference(kept, census())
     assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
     assert json.loads(Path("state/example.json").read_text())["resources"] == {}
 
@@ -140,8 +142,9 @@ def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aw
         Groups=[outputs["security-groups"]["node_security_group_id"]])
     assert census()["elbv2:load-balancer", "k8s-grafana"] == 1
 
-    run_ok("destroy", "--yes")
-    assert census() == before, difference(before, census())
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
+    kept = after_destroy(before)  # and the database's final snapshot, the user's
+    assert census() == kept, difference(kept, census())
     assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
@@ -170,7 +173,8 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
 
     result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
-    assert census() == before, difference(before, census())
+    kept = after_destroy(before)  # and the database's final snapshot, the user's
+    assert census() == kept, difference(kept, census())
     assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
@@ -182,7 +186,7 @@ def test_without_the_backend_there_is_no_database_to_protect(
     Path("exaprov.yaml").write_text(json.dumps({**CONFIG, "module_repo_backend": None}))
     run_ok("up", "--yes")
     calls.clear()
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert ("rds", "DescribeDBInstances") not in calls.calls
     assert census() == before, difference(before, census())
     assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))

@@ -87,7 +87,7 @@ def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_serve
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_server)
     assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9
 
-    run("destroy", "--yes", *endpoint, cwd=tmp_path)
+    run("destroy", "--yes", "--disable-deletion-protection", *endpoint, cwd=tmp_path)
     assert foreign_census(ours, client) == neighbour, changed(neighbour, foreign_census(ours, client))
     assert tagged(ec2, "describe_vpcs", "Vpcs") == []
     assert tagged(ec2, "describe_subnets", "Subnets") == []
@@ -128,7 +128,7 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
         assert foreign_census(ours, client) == neighbour, \
             changed(neighbour, foreign_census(ours, client))
 
-        run("destroy", "--sandbox", "--yes", cwd=tmp_path)
+        run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=tmp_path)
         assert tagged(ec2, "describe_vpcs", "Vpcs") == []
         assert foreign_census(ours, client) == neighbour, \
             changed(neighbour, foreign_census(ours, client))

@@ -33,7 +33,7 @@ def test_up_status_destroy_leave_the_neighbour_exactly_as_it_was(workdir: Path, 
     assert foreign_census(CONFIG) == before, difference(before, foreign_census(CONFIG))
     run_ok("status")
     run_ok("up", "--yes")
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert foreign_census(CONFIG) == before, difference(before, foreign_census(CONFIG))
 
 
@@ -53,7 +53,7 @@ def test_an_endpoint_that_ignores_tag_filters_does_not_make_the_neighbours_nat_o
     nats = ec2.describe_nat_gateways()["NatGateways"]
     assert len([n for n in nats if tag_dict(n.get("Tags")).get("exaprov:deployment") == "example"]) == 1
     assert foreign_census(CONFIG) == before, difference(before, foreign_census(CONFIG))
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert foreign_census(CONFIG) == before, difference(before, foreign_census(CONFIG))
 
 
@@ -163,7 +163,7 @@ def test_a_second_deployment_with_the_same_vpc_name_is_refused_and_its_destroy_s
     assert result.exit_code == 2 and "RDS DB subnet group shared-vpc" in result.output
     assert "exaprov deployment 'first'" in result.output
     assert calls.mutating() == []
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert census() == first, difference_of(first, census())
 
 
@@ -172,7 +172,7 @@ def test_destroy_of_a_deployment_never_built_leaves_a_hand_made_group_of_its_nam
     _db_subnet_group()
     before = census()
     calls.clear()
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert calls.mutating() == []
     assert census() == before
 
