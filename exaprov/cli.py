@@ -158,9 +158,16 @@ def main() -> None:
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
               help="full: every key with its default and a comment (SPEC's example); minimal: "
                    "name and region only.")
+@click.option("--profile", default=None, help="AWS profile to ask EKS for its Kubernetes versions.")
+@click.option("--offline", is_flag=True, envvar="EXAPROV_OFFLINE",
+              help="Do not ask EKS for its versions: use exaprov's own table.")
 @handle_errors
-def init(config_path: Path, name: str, region: str, force: bool, example: str) -> None:
-    """Write a config file with every key, its default and a comment."""
+def init(config_path: Path, name: str, region: str, force: bool, example: str,
+         profile: str | None, offline: bool) -> None:
+    """Write a config file with every key, its default and a comment.
+
+    cluster_version is the newest Kubernetes version in EKS standard support: read from
+    eks:DescribeClusterVersions when AWS credentials are at hand, else from exaprov's table."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
 
@@ -168,8 +175,45 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
-    config_path.write_text(render_config(name=name, region=region, full=example == "full"))
+    version, source = _newest_version(region, profile, offline)
+    config_path.write_text(render_config(name=name, region=region, full=example == "full",
+                                         cluster_version=version))
+    click.echo(f"Kubernetes {version}: the newest in EKS standard support ({source}).", err=True)
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
+
+
+def _newest_version(region: str, profile: str | None, offline: bool) -> tuple[str, str]:
+    """(version, where it came from). EKS is asked only with credentials at hand, once, with
+    short timeouts: init must not hang on a laptop without network or AWS setup."""
+    from exaprov import eks_versions
+    from exaprov.config import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+
+    def pick(found: dict[str, Any]) -> str | None:
+        known = {v: i for v, i in found.items() if v in SUPPORTED_KUBERNETES_VERSIONS}
+        return eks_versions.newest_standard(known)
+
+    why = "--offline"
+    if not offline:
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            session = boto3.Session(profile_name=profile, region_name=region)
+            if session.get_credentials() is None:
+                why = "no AWS credentials"
+            else:
+                eks = session.client("eks", config=BotoConfig(
+                    connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+                newest = pick(eks_versions.from_eks(eks))
+                if newest:
+                    return newest, "eks:DescribeClusterVersions"
+                why = "EKS listed no version exaprov knows in standard support"
+        except Exception as exc:  # noqa: BLE001 - any AWS or network problem: the table
+            why = f"EKS could not be asked: {type(exc).__name__}"
+    # From the table, only a version whose dates are confirmed (not estimated).
+    confirmed = {v: i for v, i in eks_versions.shipped().items() if not i.approximate}
+    newest = pick(confirmed) or DEFAULT_KUBERNETES_VERSION
+    return newest, f"exaprov's table as of {eks_versions.table_date()}; {why}"
 
 
 @main.command()
