@@ -228,9 +228,11 @@ def plan(output: str, **kw: Any) -> None:
     _fail_if_failed(result)
     if output == "json":
         render.print_json({"changes": render.changes_json(result.changes),
-                           "summary": render.change_counts(result.changes)})
+                           "summary": render.change_counts(result.changes),
+                           "notices": result.notices})
     else:
         render.print_plan(result.changes)
+        _print_notices(result.notices)
 
 
 @main.command()
@@ -261,9 +263,10 @@ def status(output: str, **kw: Any) -> None:
     if output == "json":
         rows = render.observed_json(result.observed)
         render.print_json({"resources": rows, "changes": render.changes_json(result.changes),
-                           "in_sync": not result.changes})
+                           "in_sync": not result.changes, "notices": result.notices})
     else:
         render.print_status(result.observed)
+        _print_notices(result.notices)
         click.echo("In sync." if not result.changes else
                    f"Out of sync: {render.summary_line(result.changes)} (`exaprov up` fixes it).",
                    err=True)
@@ -273,16 +276,19 @@ def status(output: str, **kw: Any) -> None:
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--disable-deletion-protection", is_flag=True,
-              help="Turn off the database's DeletionProtection and delete it (its data is lost); "
-                   "without it, a protected database stops destroy before anything is deleted.")
+              help="Turn off the deletion protection of the EKS cluster and the database's "
+                   "DeletionProtection, and delete them (the data is lost); without it, either "
+                   "protection stops destroy before anything is deleted (exit 2).")
 @handle_errors
 def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
     """Delete everything the deployment created, dependants first."""
     from exaprov import render
 
     deployment = _deployment(kw)
+    lifting = " (turning off the deletion protection of its cluster and database)" \
+        if disable_deletion_protection else ""
     if not yes and not _confirm(f"Delete every resource of deployment "
-                                f"{deployment.cfg.name!r} in {deployment.cfg.region}?"):
+                                f"{deployment.cfg.name!r} in {deployment.cfg.region}{lifting}?"):
         click.echo("Nothing deleted.", err=True)
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
@@ -602,6 +608,15 @@ def sandbox_stop() -> None:
     from exaprov import sandbox as sb
 
     click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
+
+
+def _print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        if notice.startswith("WARNING: "):
+            click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+            click.echo(notice.removeprefix("WARNING: "), err=True)
+        else:
+            click.echo(notice, err=True)
 
 
 def _confirm(question: str) -> bool:

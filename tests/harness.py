@@ -41,6 +41,12 @@ class Stack:
         return result
 
     def destroy(self) -> engine.RunResult:
+        """Everything goes, as `destroy --disable-deletion-protection` does it."""
+        if any(step.name == "cluster" for step in self.steps):
+            eks, name = self.aws.client("eks"), self.cfg.cluster.cluster_name
+            if name in eks.list_clusters()["clusters"] and \
+                    eks.describe_cluster(name=name)["cluster"].get("deletionProtection"):
+                eks.update_cluster_config(name=name, deletionProtection=False)
         result = engine.destroy(self.steps, self._run(engine.Mode.APPLY))
         _raise_failures(result)
         return result

@@ -132,7 +132,7 @@ def test_destroy_with_objects_leaves_no_backend(deployed: Path) -> None:
     s3 = boto3.client("s3", region_name=REGION)
     for n in range(3):
         s3.put_object(Bucket=bucket, Key=f"modules/{n}", Body=b"x")
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     assert s3.list_buckets()["Buckets"] == []
     assert boto3.client("rds", region_name=REGION).describe_db_instances()["DBInstances"] == []
     iam = boto3.client("iam", region_name=REGION)

@@ -40,7 +40,7 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
     assert result.exit_code == 0, result.output
     cluster = eks().describe_cluster(name=CLUSTER)["cluster"]
     network = json.loads(Path("state/example.json").read_text())["outputs"]["network"]
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == "1.35"
     vpc_config = cluster["resourcesVpcConfig"]
     assert sorted(vpc_config["subnetIds"]) == sorted(network["private_subnet_ids"])
     assert vpc_config["endpointPrivateAccess"] and vpc_config["endpointPublicAccess"]
@@ -225,7 +225,7 @@ def test_destroy_leaves_nothing_even_with_a_kubernetes_load_balancer(
     elbv2.create_load_balancer(Name="k8s-grafana", Subnets=subnets[:2], SecurityGroups=[lb_sg],
                                Tags=k8s_tags)
 
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert elbv2.describe_load_balancers()["LoadBalancers"] == []
     assert eks().list_clusters()["clusters"] == []
@@ -243,7 +243,7 @@ def test_destroy_leaves_nothing_even_with_a_kubernetes_load_balancer(
             in kms.list_resource_tags(KeyId=k["KeyId"])["Tags"]]
     states = [kms.describe_key(KeyId=k)["KeyMetadata"]["KeyState"] for k in ours]
     assert states == ["PendingDeletion"]  # AWS's minimum 7-day window before it is gone
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
 
 
 def pools(cpu_type: str = "m5.xlarge", cpu_disk: int = 100) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def test_new_ids_are_waited_for_across_the_full_stack(
         == [1, 9, 1, 1]
 
     faults.clear()
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     assert inventory() == {}
 
 
@@ -156,7 +156,7 @@ def test_lingering_dependencies_are_waited_out_across_the_full_stack(
     assert cli("up", "--yes").exit_code == 0
     for operation in LINGERING:
         faults.refuse(operation, "DependencyViolation", times=3)
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert faults.codes() == {"DependencyViolation": 3 * len(LINGERING)}
     assert {r.operation for r in faults.refused} == set(LINGERING)

@@ -92,5 +92,5 @@ def test_a_crash_after_any_call_of_up_is_finished_by_the_next_up(
     after = census()
     assert after - before == reference().built, difference(reference().built, after - before)
     assert not before - after  # nothing that was there before was touched
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert census() == before, difference(before, census())

@@ -45,7 +45,7 @@ def reference() -> tuple[list[str], Census]:
     with isolated_aws():
         before = prepare_account_and_state()
         run_ok("up", "--yes")
-        return recorded_calls("destroy", "--yes"), before
+        return recorded_calls("destroy", "--yes", "--disable-deletion-protection"), before
 
 
 def destroy_calls() -> list[str]:
@@ -82,7 +82,7 @@ def test_a_crash_after_any_call_of_destroy_is_finished_by_the_next_destroy(
     prepare_account_and_state(count=False)
     before = reference()[1]
     run_ok("up", "--yes")
-    crash_then_rerun(("destroy", "--yes"), destroy_call)
+    crash_then_rerun(("destroy", "--yes", "--disable-deletion-protection"), destroy_call)
     assert census() == before, difference(before, census())
 
 
@@ -103,7 +103,7 @@ def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None)
     user = outputs["backend-user"]["iam_user_name"]
     iam.delete_access_key(UserName=user, AccessKeyId=outputs["backend-user"]["access_key_id"])
 
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert census() == before, difference(before, census())
     assert json.loads(Path("state/example.json").read_text())["resources"] == {}
 
@@ -130,7 +130,7 @@ def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aw
         Groups=[outputs["security-groups"]["node_security_group_id"]])
     assert census()["elbv2:load-balancer", "k8s-grafana"] == 1
 
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert census() == before, difference(before, census())
 
 
@@ -148,7 +148,7 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
     state = Path("state/example.json").read_text()
 
     result = cli("destroy", "--yes")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert DATABASE in result.output and "DeletionProtection" in result.output
     assert "--disable-deletion-protection" in result.output
     assert "modify-db-instance" in result.output
@@ -168,6 +168,6 @@ def test_without_the_backend_there_is_no_database_to_protect(
     Path("exaprov.yaml").write_text(json.dumps({**CONFIG, "module_repo_backend": None}))
     run_ok("up", "--yes")
     calls.clear()
-    run_ok("destroy", "--yes")
+    run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert ("rds", "DescribeDBInstances") not in calls.calls
     assert census() == before, difference(before, census())

@@ -68,7 +68,7 @@ def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_serve
     ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=moto_server)
     assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9
 
-    run("destroy", "--yes", *endpoint, cwd=tmp_path)
+    run("destroy", "--yes", "--disable-deletion-protection", *endpoint, cwd=tmp_path)
     assert tagged(ec2, "describe_vpcs", "Vpcs") == []
     assert tagged(ec2, "describe_subnets", "Subnets") == []
     assert tagged(ec2, "describe_nat_gateways", "NatGateways", filter_param="Filter") == []
@@ -99,7 +99,7 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=record["endpoint"])
         assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1  # the emulator outlived `up`
 
-        run("destroy", "--sandbox", "--yes", cwd=tmp_path)
+        run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=tmp_path)
         assert tagged(ec2, "describe_vpcs", "Vpcs") == []
     finally:
         stopped = run("sandbox", "stop", cwd=tmp_path)

@@ -102,7 +102,7 @@ def test_dependency_violation_while_enis_linger_is_waited_out(
             raise client_error("DependencyViolation", model.name)
 
     hooks(lingering)
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert set(refusals.values()) == {0}
     assert census(ec2) == NONE
@@ -118,7 +118,7 @@ def test_a_dependency_that_never_clears_is_reported_and_state_kept(
             raise client_error("DependencyViolation", model.name)
 
     hooks(never)
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 1
     assert "DependencyViolation" in result.output and "DeleteVpc" in result.output
     state = json.loads(Path("state/example.json").read_text())["resources"]
@@ -179,7 +179,7 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
     assert cli("up", "--yes").exit_code == 0
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")  # a 6 s bound: the wait outlasts the signal
     nat = CtrlCWhileNatWaits(hooks, "deleting")
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     nat.settle()
     assert result.exit_code == 130, result.output
     assert [line for line in result.output.splitlines() if "Interrupted" in line] == [
@@ -191,7 +191,7 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
     assert state["network.vpc"]["status"] == "created"  # not reached: still there, still recorded
     assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
 
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert census(ec2) == NONE
     assert inventory() == {}

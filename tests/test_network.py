@@ -187,11 +187,11 @@ def test_lost_state_is_adopted_by_tags(workdir: Path, ec2: Any) -> None:
 
 def test_destroy_leaves_nothing_and_twice_is_fine(workdir: Path, ec2: Any) -> None:
     assert cli("up", "--yes").exit_code == 0
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert census(ec2) == NONE
     assert json.loads(Path("state/example.json").read_text())["resources"] == {}
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
 
 
@@ -199,7 +199,7 @@ def test_destroy_without_state_finds_everything_by_tag(workdir: Path, ec2: Any) 
     assert cli("up", "--yes").exit_code == 0
     for leftover in Path("state").glob("example.json*"):
         leftover.unlink()
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     assert census(ec2) == NONE
 
 

@@ -113,7 +113,7 @@ def test_destroy_unpeers_and_leaves_client_vpcs_otherwise_untouched(deployed: An
     ec2 = deployed
     vpc, tables = client_vpc(ec2, "10.0.0.0/16")
     assert cli("peer", "--vpc-id", vpc).exit_code == 0
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     active = [p for p in ec2.describe_vpc_peering_connections()["VpcPeeringConnections"]
               if p["Status"]["Code"] == "active"]
     assert active == []

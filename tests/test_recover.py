@@ -76,7 +76,7 @@ def test_recover_rebuilds_a_lost_state_that_up_and_destroy_trust(
     assert up.exit_code == 0, up.output
     assert calls.mutating() == []  # recovered state + AWS = a converged deployment
 
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     for operation, key in (("describe_vpcs", "Vpcs"), ("describe_subnets", "Subnets"),
                            ("describe_security_groups", "SecurityGroups"),
                            ("describe_launch_templates", "LaunchTemplates")):

@@ -71,7 +71,7 @@ def test_a_changed_name_key_is_refused_before_any_call(built: dict[str, Any], ca
 def test_destroy_deletes_what_was_built_under_the_old_name(built: dict[str, Any], key: str,
                                                            new: str) -> None:
     _set(key, new)
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert census() == built["before"], difference(built["before"], census())
 
@@ -91,7 +91,7 @@ def test_a_renamed_vpc_keeps_its_db_subnet_group(built: dict[str, Any], calls: C
     calls.clear()
     assert cli("up", "--yes").exit_code == 0
     assert calls.mutating() == []
-    assert cli("destroy", "--yes").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
     assert census() == built["before"], difference(built["before"], census())
 
 

@@ -155,7 +155,7 @@ def test_destroy_deletes_node_groups_together_and_the_database_alongside(
     on_call(hooks, "DeleteDBInstance", database_deleted.set, after=True)
     for poll in ("DescribeNatGateways", "DescribeCluster", "DescribeNodegroup", "DescribeDBInstances"):
         on_call(hooks, poll, lambda: database_deleted.is_set() and clock.advance(60))
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert not barrier.broken
     assert seen == ["ACTIVE"]  # the cluster was still there when the database delete went out

@@ -49,7 +49,7 @@ def test_full_stack_up_and_destroy_through_a_quarter_of_calls_refused(
     assert len(held["ec2:subnet"]) == 9 and len(held["eks:nodegroup"]) == 6
     assert {"rds:db-instance", "s3:bucket", "secretsmanager:secret", "kms:key"} <= set(held)
 
-    result = cli("destroy", "--yes")
+    result = cli("destroy", "--yes", "--disable-deletion-protection")
     assert result.exit_code == 0, result.output
     assert faults.count() - up_refusals >= 25, faults.codes()
     assert inventory() == {}

@@ -21,7 +21,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exaprov.engine import TAG_DEPLOYMENT, Change, Step, StepContext, is_unknown
+from exaprov.engine import TAG_DEPLOYMENT, Change, Mode, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.iam import normalise_policy
@@ -73,6 +73,8 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         if cluster["status"] != "ACTIVE" and not ctx.planning:
             cluster = wait_for_cluster(ctx, name)  # a previous run timed out while it was CREATING
         cluster = reconcile_cluster(ctx, cluster)
+    if ctx.run.mode is Mode.PLAN:
+        explain_version(ctx, cluster["version"])
 
     primary_sg = cluster["resourcesVpcConfig"].get("clusterSecurityGroupId")
     vpc_cidr = ctx.upstream["network"]["vpc_cidr_block"]
@@ -87,7 +89,9 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         "cluster_arn": cluster["arn"],
         "cluster_endpoint": cluster.get("endpoint"),
         "cluster_certificate_authority_data": cluster.get("certificateAuthority", {}).get("data"),
-        "cluster_version": cluster["version"],
+        # In a plan, the version the upgrade goes to: the add-ons and node groups plan theirs.
+        "cluster_version": _planned_version(ctx, cluster["version"]) if ctx.planning
+        else cluster["version"],
         "cluster_primary_security_group_id": primary_sg,
         "cluster_oidc_issuer_url": issuer,
         "oidc_provider": issuer.removeprefix("https://"),
@@ -95,8 +99,44 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+def _planned_version(ctx: StepContext, live: str) -> str:
+    wanted = ctx.cfg.cluster.cluster_version
+    return wanted if _minor(wanted) == _minor(live) + 1 else live
+
+
+def explain_version(ctx: StepContext, live: str) -> None:
+    """`plan` / `status`: the version's support status and end dates, a warning when it is in
+    extended support or leaves standard support within 60 days, and a pending upgrade's
+    sequence with EKS's upgrade insights."""
+    from exaprov import eks_versions, upgrade
+
+    eks = ctx.aws.client("eks")
+    try:
+        versions = ctx.call(lambda: eks_versions.from_eks(eks, [live]))
+    except AwsError as exc:  # an endpoint without the call: exaprov's table
+        ctx.report(f"DescribeClusterVersions: {exc.message}; using exaprov's table")
+        versions = eks_versions.shipped()
+    line, warning = eks_versions.describe(versions.get(live), live)
+    ctx.run.notice(line)
+    if warning:
+        ctx.run.notice(f"WARNING: {warning}")
+    wanted = ctx.cfg.cluster.cluster_version
+    if _minor(wanted) == _minor(live) + 1:
+        from exaprov.steps.addons import wanted_addons
+        from exaprov.steps.node_groups import desired_groups
+
+        ctx.run.notice(f"Upgrade {live} → {wanted}, one sequence, each step waited for: the "
+                       f"control plane, then every add-on to its default for {wanted} "
+                       f"({', '.join(wanted_addons(ctx.cfg))}), then the node groups "
+                       f"({', '.join(desired_groups(ctx.cfg))})")
+        for insight in upgrade.blocking_insights(eks, ctx.cfg.cluster.cluster_name):
+            ctx.run.notice(f"WARNING: {upgrade.describe_insight(insight)}")
+
+
 def _planned_outputs(ctx: StepContext, name: str) -> dict[str, Any]:
     unknown = f"(new {ctx.address('cluster')})"
+    if ctx.run.mode is Mode.PLAN:
+        explain_version(ctx, ctx.cfg.cluster.cluster_version)
     ensure_oidc_provider(ctx, unknown)  # listed in the plan; its URL is known only later
     return {"cluster_name": name, "cluster_arn": unknown, "cluster_endpoint": unknown,
             "cluster_certificate_authority_data": unknown,
@@ -174,6 +214,13 @@ def _create_cluster(ctx: StepContext, token: str) -> str:
         "encryptionConfig": [{"resources": ["secrets"],
                               "provider": {"keyArn": ctx.upstream["kms"]["kms_key_arn"]}}],
         "tags": ctx.tags("cluster", name=cfg.cluster_name),
+        # EKS installs no self-managed vpc-cni, kube-proxy or coredns (which it would never
+        # upgrade): the `addons` steps install them as managed add-ons. Immutable once created.
+        "bootstrapSelfManagedAddons": False,
+        # The API's default is EXTENDED: billed at $0.60 instead of $0.10 per hour once the
+        # version leaves standard support. Sent explicitly (EKS docs, "Cluster upgrade policy").
+        "upgradePolicy": {"supportType": cfg.support_type},
+        "deletionProtection": cfg.deletion_protection,
         # The same token on a retried create returns the first cluster, never a second.
         "clientRequestToken": token,
     }
@@ -230,6 +277,16 @@ def reconcile_cluster(ctx: StepContext, cluster: dict[str, Any]) -> dict[str, An
         ctx.update("cluster", "eks:cluster", "authentication mode CONFIG_MAP → API_AND_CONFIG_MAP",
                    lambda: wait_for_update(ctx, name, eks.update_cluster_config(
                        name=name, accessConfig={"authenticationMode": "API_AND_CONFIG_MAP"})))
+    support = cluster.get("upgradePolicy", {}).get("supportType")
+    if support != cfg.support_type:
+        ctx.update("cluster", "eks:cluster", f"support type {support} → {cfg.support_type}",
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, upgradePolicy={"supportType": cfg.support_type})))
+    if bool(cluster.get("deletionProtection")) != cfg.deletion_protection:
+        ctx.update("cluster", "eks:cluster",
+                   f"deletion protection {'on' if cfg.deletion_protection else 'off'}",
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, deletionProtection=cfg.deletion_protection)))
     changed = any(c.address == ctx.address("cluster") for c in ctx.run.changes)
     if ctx.planning or not changed:
         return cluster

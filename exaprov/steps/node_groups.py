@@ -488,5 +488,6 @@ def destroy_node_groups(ctx: StepContext) -> None:
     verify_gone(ctx, {"describe_launch_templates": "ec2:launch-template"})
 
 
-NODE_GROUPS = Step("node-groups", ("cluster", "nat", "iam", "security-groups", "network"),
+# After `addons`: in an upgrade the add-ons reach the new version's defaults before the nodes roll.
+NODE_GROUPS = Step("node-groups", ("cluster", "addons", "nat", "iam", "security-groups", "network"),
                    ensure_node_groups, destroy_node_groups, title="EKS managed node groups")
