@@ -66,7 +66,7 @@ cluster:
   aws_auth_users: []  # IAM users given cluster access: [{userarn, username, groups}]
   imds_hop_limit: 1  # IMDSv2 hop limit on the nodes; 2 lets pods without IRSA reach IMDS
   support_type: STANDARD  # at the end of standard support: STANDARD = EKS upgrades the control
-                          # plane; EXTENDED = it stays, at $0.60 instead of $0.10 per hour
+                          # plane; EXTENDED = it stays, at $$0.60 instead of $$0.10 per hour
   deletion_protection: true  # EKS refuses DeleteCluster; destroy --disable-deletion-protection
   addons: {}  # managed add-ons: name -> version, or null for EKS's default, e.g. {coredns: null}
 module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S3

@@ -53,7 +53,7 @@ def preflight(cfg: Any, state: Any, aws: Any, confirm: Any, say: Any) -> None:
     if not blockers:
         return
     for insight in blockers:
-        say(f"WARNING: {describe_insight(insight)}")
+        say(describe_insight(insight))
     question = (f"EKS reports {len(blockers)} upgrade insight(s) with status ERROR for "
                 f"{live['version']} → {wanted}. Upgrade anyway?")
     if not confirm(question):

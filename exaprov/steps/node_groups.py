@@ -61,6 +61,8 @@ class GroupSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, EKS effect)
     runner: bool = False
+    max_unavailable_percentage: int = 33  # rolling updates (the Terraform modules' value)
+    node_repair: bool = False  # EKS node auto repair
 
     def immutable(self, ami_type: str) -> str:
         """What EKS cannot change in place; a change means a replacement group."""
@@ -100,7 +102,7 @@ def _from_config(name: str, pool: Any, runner: bool) -> GroupSpec:
     unique = tuple(dict.fromkeys((t["key"], t["value"], t["effect"]) for t in taints))
     return GroupSpec(name, pool.node_instance_type, pool.capacity_type, pool.node_instance_category,
                      pool.disk_size, pool.min_size, pool.max_size, pool.min_size, labels, unique,
-                     runner)
+                     runner, pool.max_unavailable_percentage, pool.repairs_nodes)
 
 
 def desired_groups(cfg: Any) -> dict[str, GroupSpec]:
@@ -323,6 +325,10 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
         "labels": spec.labels,
         "taints": [{"key": k, "value": v, "effect": e} for k, v, e in spec.taints],
         "tags": ctx.tags(spec.name, name=name),
+        "updateConfig": {"maxUnavailablePercentage": spec.max_unavailable_percentage},
+        # Off by default in EKS; for GPU and Inferentia pools it replaces a node whose
+        # accelerator fails (EKS node health monitoring reports it).
+        "nodeRepairConfig": {"enabled": spec.node_repair},
     }
 
     def create(token: str) -> str:
@@ -387,6 +393,13 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
                              for k, v, e in live_taints - set(spec.taints)
                              if (k, e) not in {(sk, se) for sk, _, se in spec.taints}]}.items() if v}
         details.append("taints")
+    if (group.get("updateConfig") or {}).get("maxUnavailablePercentage") != \
+            spec.max_unavailable_percentage:
+        update["updateConfig"] = {"maxUnavailablePercentage": spec.max_unavailable_percentage}
+        details.append(f"rolling updates {spec.max_unavailable_percentage}% at a time")
+    if bool((group.get("nodeRepairConfig") or {}).get("enabled")) != spec.node_repair:
+        update["nodeRepairConfig"] = {"enabled": spec.node_repair}
+        details.append(f"node auto repair {'on' if spec.node_repair else 'off'}")
     if update:
         ctx.update(spec.name, "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
             ctx, cluster_name, eks.update_nodegroup_config(
