@@ -93,7 +93,7 @@ def render_config(name: str = "example", region: str = "us-west-1", full: bool =
 
     version = cluster_version or DEFAULT_KUBERNETES_VERSION
     text = _FULL if full else _MINIMAL
-    if not full and cluster_version:
+    if not full and version != DEFAULT_KUBERNETES_VERSION:
         text += f'cluster: {{cluster_version: "{version}"}}  # Kubernetes: newest in EKS standard support\n'
     body = Template(text).substitute(
         cluster_version=version,

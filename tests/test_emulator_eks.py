@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported from test_emulator are parameters here
 """The emulator's EKS of December 2026 (exaprov/emulator_eks.py), call by call, as EKS documents it."""
 
 from __future__ import annotations

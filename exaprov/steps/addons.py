@@ -219,16 +219,15 @@ def ensure_addons(ctx: StepContext) -> dict[str, Any]:
     role_arn, _ = ensure_role(ctx, EBS_CSI_ROLE)
     new_cluster = is_unknown(ctx.upstream["cluster"]["cluster_arn"])
     names = set() if new_cluster else set(live_names(ctx, cluster))
-    versions = {}
     for name, pin in wanted_addons(ctx.cfg).items():
         if name in names:
             live = describe(ctx, cluster, name)
             if live is not None:
-                versions[name] = ensure_addon(ctx, cluster, kubernetes, name, pin, live, role_arn)
+                ensure_addon(ctx, cluster, kubernetes, name, pin, live, role_arn)
                 continue
         if is_early(name):
-            versions[name] = ensure_addon(ctx, cluster, kubernetes, name, pin, None, role_arn)
-    return {"addons": versions, "ebs_csi_role_arn": role_arn}
+            ensure_addon(ctx, cluster, kubernetes, name, pin, None, role_arn)
+    return {"ebs_csi_role_arn": role_arn}  # the versions are in the state's records
 
 
 def destroy_addons(ctx: StepContext) -> None:
@@ -256,11 +255,10 @@ def ensure_late_addons(ctx: StepContext) -> dict[str, Any]:
     new_cluster = is_unknown(ctx.upstream["cluster"]["cluster_arn"])
     names = set() if new_cluster else set(live_names(ctx, cluster))
     wanted = wanted_addons(ctx.cfg)
-    versions = {}
     for name, pin in wanted.items():
         if is_early(name) or name in names:
             continue
-        versions[name] = ensure_addon(ctx, cluster, kubernetes, name, pin, None, role_arn)
+        ensure_addon(ctx, cluster, kubernetes, name, pin, None, role_arn)
         _hand_over(ctx, name)
     # An add-on this deployment created and the config no longer names.
     for name in sorted(names - set(wanted)):
@@ -268,7 +266,7 @@ def ensure_late_addons(ctx: StepContext) -> dict[str, Any]:
         if live is not None and live.get("tags", {}).get(TAG_DEPLOYMENT) == ctx.cfg.name:
             ctx.delete(name, KIND, name, lambda n: _delete_and_wait(ctx, cluster, n),
                        detail=f"{name} (no longer in cluster.addons)")
-    return {"addons": versions}
+    return {}
 
 
 def _hand_over(ctx: StepContext, name: str) -> None:
