@@ -1406,7 +1406,8 @@ _RESPONSE_METHODS: dict[str, Callable[..., Any]] = {
 # update and repair settings) lives in its own module, merged into these tables.
 from exaprov import emulator_eks  # noqa: E402
 
-emulator_eks.extend(_BACKEND_REPLACEMENTS, _BACKEND_ADDITIONS, _RESPONSE_METHODS)
+emulator_eks.extend(sys.modules[__name__], _BACKEND_REPLACEMENTS, _BACKEND_ADDITIONS,
+                    _RESPONSE_METHODS)
 
 
 def _install_eks() -> None:

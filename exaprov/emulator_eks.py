@@ -35,7 +35,9 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from typing import Any
 
-from exaprov import emulator as emu
+# exaprov/emulator.py, handed over by `extend` (not imported: run as `python -m
+# exaprov.emulator`, that module is __main__, and importing it by name would load a second copy).
+emu: Any = None
 
 URL_PATHS = (
     "{0}/cluster-versions$",
@@ -777,9 +779,12 @@ _RESPONSES: dict[str, Callable[..., Any]] = {
 }
 
 
-def extend(replacements: dict[str, Callable[..., Any]], additions: dict[str, Callable[..., Any]],
-           responses: dict[str, Callable[..., Any]]) -> None:
+def extend(module: Any, replacements: dict[str, Callable[..., Any]],
+           additions: dict[str, Callable[..., Any]], responses: dict[str, Callable[..., Any]]) -> None:
     """Merge this module's behaviour into emulator.py's patch tables (before it installs them)."""
+    global emu
+    if emu is None:
+        emu = module
     for name, wrap in _WRAPPERS.items():
         if name in replacements:
             replacements[name] = wrap(replacements[name])
