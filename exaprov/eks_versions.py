@@ -56,7 +56,7 @@ def _status_on(day: date, end_standard: date, end_extended: date) -> str:
 
 @cache
 def _table_data() -> dict[str, Any]:
-    text = resources.files("exaprov").joinpath("data/eks_versions.json").read_text()
+    text = resources.files("exaprov.data").joinpath("eks_versions.json").read_text()
     return dict(json.loads(text))
 
 

@@ -1,0 +1,1 @@
+"""Data files shipped with exaprov (read through importlib.resources)."""
