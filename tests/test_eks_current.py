@@ -378,3 +378,24 @@ def test_destroy_deletes_addons_before_the_ebs_role_and_the_cluster(
     role = ops.index("DeleteRole")  # the first role deleted is the EBS CSI driver's
     assert max(deletes) < ops.index("DeleteCluster") and max(deletes) < role
     assert ops.index("DeleteNodegroup") > min(deletes)  # the late add-ons go before the nodes
+
+
+def test_accelerator_pools_tell_the_autoscaler_their_devices_per_node(
+        workdir: Path, aws: None) -> None:
+    pools = [{"suffix": "gpu", "node_instance_category": "gpu", "node_instance_type": "g4dn.12xlarge",
+              "max_size": 3},
+             {"suffix": "inf", "node_instance_category": "inferentia",
+              "node_instance_type": "inf2.48xlarge", "max_size": 2},
+             {"suffix": "cpu", "node_instance_type": "m5.xlarge", "max_size": 2}]
+    write_config({"name": "example", "cluster": {"runner_pools": pools}})
+    up("--yes")
+    autoscaling = boto3.client("autoscaling", region_name=REGION)
+    resources = {}
+    for name, group in node_groups().items():
+        asg = group["resources"]["autoScalingGroups"][0]["name"]
+        tags = autoscaling.describe_tags(Filters=[{"Name": "auto-scaling-group", "Values": [asg]}])
+        resources[name] = {t["Key"].rsplit("/resources/", 1)[1]: t["Value"] for t in tags["Tags"]
+                           if "/node-template/resources/" in t["Key"]}
+    assert resources["runner-gpu"] == {"nvidia.com/gpu": "4"}
+    assert resources["runner-inf"] == {"aws.amazon.com/neuron": "12"}
+    assert resources["runner-cpu"] == {} and resources["default"] == {}

@@ -126,7 +126,26 @@ def asg_tags(spec: GroupSpec, cfg: Any) -> dict[str, str]:
         tags[f"{AUTOSCALER_TEMPLATE}/label/{key}"] = value
     for key, value, effect in spec.taints:
         tags[f"{AUTOSCALER_TEMPLATE}/taint/{key}"] = f"{value}:{K8S_EFFECT[effect]}"
+    resource = accelerator_resource(spec)
+    if resource:
+        # Without it the autoscaler cannot tell that a node of an empty GPU pool would satisfy
+        # a pod asking for nvidia.com/gpu, and does not scale it up from zero
+        # (kubernetes/autoscaler#5278).
+        tags[f"{AUTOSCALER_TEMPLATE}/resources/{resource[0]}"] = str(resource[1])
     return tags
+
+
+def accelerator_resource(spec: GroupSpec) -> tuple[str, int] | None:
+    """(extended resource, count per node) of an accelerator pool, from the instance-type table;
+    only where the pool's AMI runs the device plugin (gpu: NVIDIA, inferentia: Neuron)."""
+    from exaprov.instance_types import ACCELERATOR_RESOURCE, describe
+
+    info = describe(spec.instance_type)
+    wanted = {"gpu": "nvidia", "inferentia": "neuron"}.get(spec.category)
+    if info is None or info.accelerator is None or info.accelerator != wanted \
+            or not info.accelerator_count:
+        return None
+    return ACCELERATOR_RESOURCE[info.accelerator], info.accelerator_count
 
 
 # -- launch templates -------------------------------------------------------------------
