@@ -17,6 +17,8 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.eks.models import eks_backends
 
 from exaprov import eks_versions, emulator_eks
+from exaprov.deployment import Deployment, Target
+from exaprov.errors import InputError
 from tests.census import census, difference
 from tests.conftest import REGION, CallLog, cli, write_config
 
@@ -300,6 +302,10 @@ def test_an_error_insight_stops_the_upgrade_unless_confirmed(
     assert result.exit_code == 2, result.output
     assert "Deprecated APIs removed in Kubernetes v1.35" in result.output
     assert "no terminal to ask on" in result.output and "--yes" in result.output
+    asked: list[str] = []
+    with pytest.raises(InputError) as declined:  # asked on a terminal, and the answer is no
+        Deployment(Target()).up(confirm=lambda question: asked.append(question) is not None)
+    assert "nothing was changed" in declined.value.message and "1.34 → 1.35" in asked[0]
     assert calls.mutating() == []
     assert eks().describe_cluster(name=CLUSTER)["cluster"]["version"] == "1.34"
     up("--yes")

@@ -256,6 +256,8 @@ def ensure_late_addons(ctx: StepContext) -> dict[str, Any]:
     names = set() if new_cluster else set(live_names(ctx, cluster))
     wanted = wanted_addons(ctx.cfg)
     for name, pin in wanted.items():
+        if name in names and ctx.recorded(name):
+            ctx.forget(name)  # made by a run that died before handing it over: `addons` has it
         if is_early(name) or name in names:
             continue
         ensure_addon(ctx, cluster, kubernetes, name, pin, None, role_arn)
