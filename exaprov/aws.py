@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlparse
@@ -65,7 +66,7 @@ class Aws:
                                              endpoint_url=self.endpoint_url)
                 _scale_and_log_retries(client)
                 if log.isEnabledFor(logging.DEBUG):
-                    client.meta.events.register("before-call", _log_call)
+                    _log_each_call(client)
                 self._clients[service] = client
             return self._clients[service]
 
@@ -165,9 +166,39 @@ def _gave_up(response: Any) -> bool:
     return bool(meta.get("MaxAttemptsReached") or meta.get("RetryQuotaReached"))
 
 
-def _log_call(model: Any, params: Mapping[str, Any], **_: Any) -> None:
-    # Parameter values may hold secrets (passwords, secret keys): log names only.
-    log.debug("call %s(%s)", model.name, ", ".join(sorted(params)))
+def _log_each_call(client: Any) -> None:
+    """--debug: one line per AWS call once it is answered: service, operation, the names of
+    the parameters sent, the HTTP status (and error code), botocore's retries and the time.
+
+    Parameter values are never logged: they hold passwords and secret keys. The hooks are
+    botocore's own events: `before-parameter-build` sees the API parameters (`before-call`
+    sees the serialized request), `after-call` the answer after every retry, and
+    `after-call-error` a call that got no answer at all.
+    """
+    service = client.meta.service_model.service_name
+    events = client.meta.events
+
+    def started(params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        context["exaprov_call"] = (model.name, ", ".join(sorted(params)), time.monotonic())
+
+    def line(context: dict[str, Any], outcome: str) -> None:
+        operation, names, began = context.get("exaprov_call", ("?", "", time.monotonic()))
+        log.debug("aws %s %s(%s): %s in %.3fs", service, operation, names, outcome,
+                  time.monotonic() - began)
+
+    def answered(http_response: Any, parsed: Mapping[str, Any], context: dict[str, Any],
+                 **_: Any) -> None:
+        code = (parsed or {}).get("Error", {}).get("Code")
+        retries = (parsed or {}).get("ResponseMetadata", {}).get("RetryAttempts") or 0
+        line(context, f"{http_response.status_code}{' ' + code if code else ''}"
+                      f"{f' after {retries} retries' if retries else ''}")
+
+    def failed(exception: BaseException, context: dict[str, Any], **_: Any) -> None:
+        line(context, f"no answer ({type(exception).__name__})")
+
+    events.register("before-parameter-build", started)
+    events.register("after-call", answered)
+    events.register("after-call-error", failed)
 
 
 def paginate(client: Any, operation: str, key: str, **kwargs: Any) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ commands that need them, so `exaprov --help` starts at once.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -22,6 +23,9 @@ from exaprov import __version__
 from exaprov.errors import ExaprovError
 
 EXIT_OK, EXIT_AWS, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# `plan` / `status --detailed-exitcode`: Terraform's meaning, 2 = there are changes (and then
+# every error, bad input included, is 1).
+EXIT_CHANGES = 2
 
 
 def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
@@ -37,7 +41,7 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
                      default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
-        click.option("--state", "state_path", type=click.Path(path_type=Path), default=None,
+        click.option("--state", "state_path", default=None,  # a path or s3://bucket/key, as is
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
                           "with --sandbox]."),
         click.option("--region", default=None, help="AWS region (overrides the config)."),
@@ -47,7 +51,10 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sandbox", is_flag=True,
                      help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
         click.option("-v", "--verbose", is_flag=True, help="Log retries and waits."),
-        click.option("--debug", is_flag=True, help="Log every AWS call; tracebacks on errors."),
+        click.option("--debug", is_flag=True,
+                     help="Log one line per AWS call (operation, parameter names, status, time) "
+                          "and tracebacks on errors; EXAPROV_DEBUG_BOTOCORE=1 adds botocore's own "
+                          "log."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -64,6 +71,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _sandbox_run.set(bool(kwargs.get("sandbox")))
         debug = kwargs.get("debug", False)
         _setup_logging(kwargs.get("verbose", False), debug)
         try:
@@ -72,7 +80,7 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             _print_error(exc)
-            sys.exit(exc.exit_code)
+            sys.exit(_exit_code(exc.exit_code, kwargs))
         except Exception as exc:
             if not type(exc).__module__.startswith("botocore"):
                 raise
@@ -80,9 +88,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
-            _print_error(ExaprovError(f"AWS: {exc}", hint="check --profile, --region, "
-                                      "--endpoint-url and your credentials"))
-            sys.exit(code)
+            hint = ("check --profile, --region, --endpoint-url and your credentials" +
+                    ("" if kwargs.get("sandbox") else "; to try exaprov without an AWS account, "
+                     "add --sandbox (a local emulator)"))
+            _print_error(ExaprovError(f"AWS: {exc}", hint=hint))
+            sys.exit(_exit_code(code, kwargs))
         except KeyboardInterrupt:
             click.echo("\nInterrupted again: stopped at once. The state file is valid; run the "
                        "command again to continue.", err=True)
@@ -92,16 +102,45 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _exit_code(code: int, kwargs: dict[str, Any]) -> int:
+    """Under --detailed-exitcode, 2 means "changes": an error of any kind is 1."""
+    return EXIT_AWS if kwargs.get("detailed_exitcode") and code == EXIT_INPUT else code
+
+
+def _sandbox_flag(kw: dict[str, Any]) -> str:
+    """What to append to a suggested command so that it reaches the same deployment."""
+    return " --sandbox" if kw.get("sandbox") else ""
+
+
 # botocore errors that mean the user's AWS setup is wrong, found before any change.
 _SETUP_ERRORS = {"ProfileNotFound", "NoCredentialsError", "PartialCredentialsError",
                  "NoRegionError", "InvalidEndpointURL", "InvalidRegionError"}
 
 
+# Whether this command runs against the sandbox: every command exaprov suggests must then
+# carry --sandbox too, or the user's next command reaches real AWS (or finds no state).
+_sandbox_run: contextvars.ContextVar[bool] = contextvars.ContextVar("sandbox_run", default=False)
+_SUGGESTED = re.compile(r"`exaprov ((?:up|plan|status|destroy|peer|unpeer|outputs|kubeconfig|"
+                        r"state)\b[^`]*)`")
+
+
+def suggest(text: str) -> str:
+    """`text` with --sandbox added to each exaprov command it suggests, in a sandbox run."""
+    if not _sandbox_run.get():
+        return text
+    return _SUGGESTED.sub(lambda m: m.group(0) if "--sandbox" in m.group(1)
+                          else f"`exaprov {m.group(1)} --sandbox`", text)
+
+
+def _echo(text: str) -> None:
+    click.echo(suggest(text), err=True)
+
+
 def _print_error(exc: ExaprovError) -> None:
     click.secho("error: ", fg="red", bold=True, err=True, nl=False)
-    click.echo(exc.message, err=True)
+    _echo(exc.message)
     if exc.hint:
-        click.echo(f"hint: {exc.hint}", err=True)
+        _echo(f"hint: {exc.hint}")
 
 
 _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "botocore.awsrequest",
@@ -109,14 +148,21 @@ _BODY_LOGGERS = ("botocore.endpoint", "botocore.parsers", "botocore.auth", "boto
 
 
 def _setup_logging(verbose: bool, debug: bool) -> None:
+    """exaprov's own lines only: -v its retries and waits, --debug also one line per AWS call.
+
+    botocore's internals (about a thousand lines for one plan) are shown only when asked for
+    separately, with EXAPROV_DEBUG_BOTOCORE=1 beside --debug.
+    """
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s",
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr, force=True)
-    logging.getLogger("botocore").setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("exaprov").setLevel(level)
+    botocore_too = debug and os.environ.get("EXAPROV_DEBUG_BOTOCORE") == "1"
+    logging.getLogger("botocore").setLevel(logging.DEBUG if botocore_too else logging.WARNING)
     # These print request parameters, signed requests and response bodies: a PutSecretValue's
-    # SecretString, a CreateAccessKey's secret key. --debug logs each call by name instead.
+    # SecretString, a CreateAccessKey's secret key. Never, whatever is asked for.
     for name in _BODY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(logging.INFO if botocore_too else logging.WARNING)
     # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 
@@ -133,8 +179,8 @@ def _finish(result: Any, verb: str) -> None:
 
     render.print_run_summary(result, verb)
     if result.cancelled:
-        click.echo("Interrupted: running steps were recorded and the state saved. "
-                   f"Run `exaprov {verb}` again to continue.", err=True)
+        _echo("Interrupted: running steps were recorded and the state saved. "
+              f"Run `exaprov {verb}` again to continue.")
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
         skipped = [n for n, o in result.outcomes.items() if o.status == "skipped"]
@@ -179,7 +225,9 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str,
     config_path.write_text(render_config(name=name, region=region, full=example == "full",
                                          cluster_version=version))
     click.echo(f"Kubernetes {version}: the newest in EKS standard support ({source}).", err=True)
-    click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up`.", err=True)
+    click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up` against your AWS "
+               "account, or try it first against the local emulator: `exaprov up --sandbox`.",
+               err=True)
 
 
 def _newest_version(region: str, profile: str | None, offline: bool) -> tuple[str, str]:
@@ -216,16 +264,43 @@ def _newest_version(region: str, profile: str | None, offline: bool) -> tuple[st
     return newest, f"exaprov's table as of {eks_versions.table_date()}; {why}"
 
 
-@main.command()
+class DetailedExitCommand(click.Command):
+    """A command with --detailed-exitcode: there, a usage error is 1, not click's 2."""
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        asked = "--detailed-exitcode" in args  # before parsing, which consumes `args`
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            if asked:
+                exc.exit_code = EXIT_AWS
+            raise
+
+
+def detailed_exitcode_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--detailed-exitcode", is_flag=True,
+        help=f"Exit 0 when there is nothing to change, 2 when there {what}, 1 on any error "
+             "(bad input included), as `terraform plan -detailed-exitcode`: a CI job can fail "
+             "on drift.")
+
+
+@main.command(cls=DetailedExitCommand)
 @target_options
 @output_option("table", "json")
+@detailed_exitcode_option("are changes")
+@click.option("--out", "out_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the plan to this file (mode 0600) for `exaprov up --plan FILE`.")
 @handle_errors
-def plan(output: str, **kw: Any) -> None:
+def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any) -> None:
     """Show what `up` would create, change or delete (read-only)."""
-    from exaprov import render
+    from exaprov import render, saved_plan
 
-    result = _deployment(kw).plan()
-    _fail_if_failed(result)
+    result, to_save = _deployment(kw).plan_to_save()
+    _fail_if_failed(result, detailed_exitcode)
+    if out_path is not None:
+        saved_plan.write(out_path, to_save)
     if output == "json":
         render.print_json({"changes": render.changes_json(result.changes),
                            "summary": render.change_counts(result.changes),
@@ -233,33 +308,45 @@ def plan(output: str, **kw: Any) -> None:
     else:
         render.print_plan(result.changes)
         _print_notices(result.notices)
+    if out_path is not None:
+        click.echo(f"Wrote the plan to {out_path}. `exaprov up --plan {out_path}"
+                   f"{_sandbox_flag(kw)}` applies exactly these changes, or none if anything "
+                   "changed since.", err=True)
+    if detailed_exitcode and result.changes:
+        sys.exit(EXIT_CHANGES)
 
 
 @main.command()
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before deleting anything.")
+@click.option("--plan", "plan_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Apply exactly the plan `exaprov plan --out FILE` wrote; refuse, before any "
+                   "change, if the config or the deployment changed since. The reviewed plan "
+                   "is the confirmation.")
 @handle_errors
-def up(yes: bool, **kw: Any) -> None:
+def up(yes: bool, plan_path: Path | None, **kw: Any) -> None:
     """Create what is missing, repair drift, apply config changes."""
-    from exaprov import render
+    from exaprov import render, saved_plan
 
+    expected = saved_plan.load(plan_path) if plan_path is not None else None
     deployment = _deployment(kw)
-    confirm = (lambda question: True) if yes else _confirm
+    confirm = (lambda question: True) if yes or expected is not None else _confirm
     with render.ProgressReporter() as reporter:
-        result = deployment.up(reporter=reporter, confirm=confirm)
+        result = deployment.up(reporter=reporter, confirm=confirm, expected=expected)
     _finish(result, "up")
 
 
-@main.command()
+@main.command(cls=DetailedExitCommand)
 @target_options
 @output_option("table", "json")
+@detailed_exitcode_option("is drift or anything to change")
 @handle_errors
-def status(output: str, **kw: Any) -> None:
+def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
-    result = _deployment(kw).plan()
-    _fail_if_failed(result)
+    result = _deployment(kw).status()
+    _fail_if_failed(result, detailed_exitcode)
     if output == "json":
         rows = render.observed_json(result.observed)
         render.print_json({"resources": rows, "changes": render.changes_json(result.changes),
@@ -268,8 +355,10 @@ def status(output: str, **kw: Any) -> None:
         render.print_status(result.observed)
         _print_notices(result.notices)
         click.echo("In sync." if not result.changes else
-                   f"Out of sync: {render.summary_line(result.changes)} (`exaprov up` fixes it).",
-                   err=True)
+                   f"Out of sync: {render.summary_line(result.changes)} (`exaprov up"
+                   f"{_sandbox_flag(kw)}` fixes it).", err=True)
+    if detailed_exitcode and result.changes:
+        sys.exit(EXIT_CHANGES)
 
 
 @main.command()
@@ -325,8 +414,7 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
     if output == "tfstate":
         from exaprov.state import write_private
 
-        lineage = state.lineage if state else "00000000-0000-0000-0000-000000000000"
-        document = out.tfstate(groups, lineage=lineage, serial=state.serial if state else 0)
+        document = out.tfstate(groups, lineage=state.lineage, serial=state.serial)
         write_private(file_path, json.dumps(document, indent=2) + "\n")
         click.echo(f"Wrote {file_path} (mode 0600). It holds the database password and the S3 "
                    "secret key in plain text: keep it private and out of version control.", err=True)
@@ -511,10 +599,10 @@ def _print_recovery(recovery: Any) -> None:
                    "kept aside).", err=True)
     if recovery.written:
         aside = f" (the previous one is kept in {recovery.kept_aside})" if recovery.kept_aside else ""
-        click.echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.", err=True)
+        _echo(f"Wrote {recovery.location}{aside}. Next: `exaprov status`.")
     elif not recovery.result.failed:
-        click.echo(f"Dry run: nothing written. `exaprov state recover --yes` writes "
-                   f"{recovery.location}.", err=True)
+        _echo(f"Dry run: nothing written. `exaprov state recover --yes` writes "
+              f"{recovery.location}.")
 
 
 @state_group.command("unlock")
@@ -551,10 +639,11 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
     from exaprov.errors import InputError
 
     deployment = _deployment(kw)
-    groups, _ = deployment.outputs()
+    groups, _ = deployment.outputs(command="kubeconfig")
     cluster = groups["exafunction_cluster"]
     if not cluster.get("cluster_endpoint"):
-        raise InputError("the deployment has no cluster yet", hint="run `exaprov up` first")
+        raise InputError("the deployment has no cluster yet",
+                         hint=f"run `exaprov up{_sandbox_flag(kw)}` first")
     entry = kc.entry(cluster["cluster_name"], cluster["cluster_arn"], cluster["cluster_endpoint"],
                      cluster["cluster_certificate_authority_data"], deployment.cfg.region, alias=alias,
                      profile=kw["profile"], command="exaprov" if use_exaprov_token else "aws")
@@ -627,15 +716,16 @@ def _confirm(question: str) -> bool:
     return click.confirm(question, default=False, err=True)
 
 
-def _fail_if_failed(result: Any) -> None:
+def _fail_if_failed(result: Any, detailed_exitcode: bool = False) -> None:
     if result.failed:
-        _exit_on_failure(result, "")
+        _exit_on_failure(result, "", detailed_exitcode)
 
 
-def _exit_on_failure(result: Any, then: str) -> None:
+def _exit_on_failure(result: Any, then: str, detailed_exitcode: bool = False) -> None:
     """Print each failed step's error (and `then`), exit with the gravest code."""
     for outcome in result.failed:
         _print_error(outcome.error)
     if then:
-        click.echo(then, err=True)
-    sys.exit(max(o.error.exit_code for o in result.failed if o.error))
+        _echo(then)
+    code = max(o.error.exit_code for o in result.failed if o.error)
+    sys.exit(_exit_code(code, {"detailed_exitcode": detailed_exitcode}))

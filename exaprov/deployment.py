@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaprov import engine, identity
+from exaprov import engine, identity, saved_plan
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
+from exaprov.saved_plan import SavedPlan
 from exaprov.state import (
     LocalStateStore,
     State,
@@ -36,7 +37,7 @@ class Target:
     """Where the deployment is: resolved from the global flags."""
 
     config_path: Path = Path("exaprov.yaml")
-    state_path: Path | None = None
+    state_path: Path | str | None = None  # a local path or an s3:// URL
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None
@@ -138,12 +139,20 @@ class Deployment:
     # -- commands ------------------------------------------------------------------
 
     def up(self, reporter: engine.Reporter | None = None, cancel: CancelToken | None = None,
-           confirm: Callable[[str], bool] | None = None) -> engine.RunResult:
+           confirm: Callable[[str], bool] | None = None,
+           expected: SavedPlan | None = None) -> engine.RunResult:
+        """Converge. With `expected` (a plan saved by `plan --out`), first plan again under the
+        lock and refuse, before any change, unless that plan is still exactly what `up` does."""
         from exaprov.steps import STEPS
 
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             identity.refuse_renames(self.cfg, state)
+            if expected is not None:
+                result = self._plan_run(state, reporter)
+                if result.failed:
+                    return result
+                expected.check(self.cfg, self._lineage(state), state.serial, result.changes)
             writer = StateWriter(self.store, state)
             self.check_account(state, writer)
             from exaprov import upgrade
@@ -156,14 +165,57 @@ class Deployment:
                              confirm)
             return engine.apply(STEPS, run)
 
+    def require_state(self, command: str) -> State:
+        """The state, for a command that only reads it: none is bad input, not an empty answer.
+
+        Without the state, `outputs` printed every value empty and exited 0. The usual cause
+        is a missing `--sandbox` (or one too many): sandbox deployments keep their state apart.
+        """
+        state = self.read_state()
+        if state is not None:
+            return state
+        hint = f"build it with `exaprov up{' --sandbox' if self.target.sandbox else ''}`"
+        if self.target.state_path is None and self.cfg.state is None:
+            elsewhere = default_state_path(self.cfg.name, sandbox=not self.target.sandbox)
+            if elsewhere.exists() and not self.target.sandbox:
+                hint = (f"a sandbox deployment of that name has its state in {elsewhere}: "
+                        f"add --sandbox (`exaprov {command} --sandbox`)")
+            elif elsewhere.exists():
+                hint = (f"{elsewhere} holds the state of a deployment of that name outside the "
+                        f"sandbox: run `exaprov {command}` without --sandbox")
+        raise InputError(f"{command}: no state for deployment {self.cfg.name!r} at "
+                         f"{self.store.location}", hint=hint)
+
+    def status(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
+        """`status`: the plan of a deployment that has a state (without one there is nothing
+        to show the status of)."""
+        self.require_state("status")
+        return self.plan(reporter)
+
     def plan(self, reporter: engine.Reporter | None = None) -> engine.RunResult:
         """What `up` would do (and, row by row, what `status` shows); read-only calls only."""
-        from exaprov.steps import STEPS
+        return self.plan_to_save(reporter)[0]
 
+    def plan_to_save(self, reporter: engine.Reporter | None = None
+                     ) -> tuple[engine.RunResult, SavedPlan]:
+        """The plan, and what `plan --out` writes of it for `up --plan` to check."""
         state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
         identity.refuse_renames(self.cfg, state)
+        result = self._plan_run(state, reporter)
+        return result, saved_plan.saved(self.cfg, self._lineage(state), state.serial, result.changes)
+
+    @staticmethod
+    def _lineage(state: State) -> str | None:
+        # A deployment with no state yet gets a new random lineage on every read: it has none.
+        return state.lineage if state.serial > 0 else None
+
+    def _plan_run(self, state: State, reporter: engine.Reporter | None) -> engine.RunResult:
+        from exaprov.steps import STEPS
+
         self.check_account(state, None)
-        run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state, dry_run=True),
+        # A dry-run writer over a copy: planning records nothing, and the state `up` goes on
+        # to use after a `--plan` check is the one it read, untouched.
+        run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state.copy(), dry_run=True),
                          engine.Mode.PLAN, reporter)
         return engine.apply(STEPS, run)
 
@@ -331,12 +383,14 @@ class Deployment:
         # Destroy without a state file finds everything by tag and writes no new file.
         return state.serial > 0
 
-    def outputs(self, reveal: bool = False) -> tuple[dict[str, dict[str, Any]], State | None]:
-        """SPEC §5's output groups; secret values read from Secrets Manager only if `reveal`."""
+    def outputs(self, reveal: bool = False, command: str = "outputs"
+                ) -> tuple[dict[str, dict[str, Any]], State]:
+        """The output groups the ExaDeploy Kubernetes deployment reads; secret values are read
+        from Secrets Manager only if `reveal`."""
         from exaprov import outputs
 
-        state = self.read_state()
-        groups = outputs.collect(state.outputs if state else {})
+        state = self.require_state(command)
+        groups = outputs.collect(state.outputs)
         if reveal:
             secrets = self.aws.client("secretsmanager")
             outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])

@@ -277,8 +277,13 @@ class StepContext:
         return resource_id
 
     def create(self, logical: str, kind: str, create: Callable[[str], str], *,
-               detail: str = "", name: str | None = None, **attrs: Any) -> str:
-        """Create a missing resource: intent first, then the call, then its ID, each saved."""
+               detail: str = "", name: str | None = None, listed: bool = False,
+               **attrs: Any) -> str:
+        """Create a missing resource: intent first, then the call, then its ID, each saved.
+
+        `listed=True`: the create is part of a change already listed (a replacement's new
+        resource), so it is not counted again: `up` reports what `plan` showed.
+        """
         address = self.address(logical)
         recorded = self.recorded(logical)
         recorded_id = recorded.get("id") if recorded else None
@@ -286,7 +291,8 @@ class StepContext:
         row = self.run.observe(Observed(address, kind, recorded_id, None, live))
         if recorded_id:
             row.drift.append(f"state records {recorded_id} but it is gone from AWS")
-        self.run.add_change(Change("create", address, kind, detail))
+        if not listed:
+            self.run.add_change(Change("create", address, kind, detail))
         if self.planning:
             return unknown(address)
         token = (recorded or {}).get("token") if (recorded or {}).get("status") == INTENT \
@@ -333,13 +339,16 @@ class StepContext:
     # -- destroy -----------------------------------------------------------------
 
     def delete(self, logical: str, kind: str, resource_id: str | None,
-               delete: Callable[[str], Any], *, detail: str = "") -> None:
-        """Delete one resource; "already gone" counts as success. Forgets it afterwards."""
+               delete: Callable[[str], Any], *, detail: str = "", listed: bool = False) -> None:
+        """Delete one resource; "already gone" counts as success. Forgets it afterwards.
+
+        `listed=True`: part of a change already listed (a replacement's old resource)."""
         address = self.address(logical)
         if resource_id is None or is_unknown(resource_id):
             self.forget(logical)
             return
-        self.run.add_change(Change("delete", address, kind, detail or resource_id))
+        if not listed:
+            self.run.add_change(Change("delete", address, kind, detail or resource_id))
         if self.planning:
             return
         self.run.writer.record(address, kind=kind, id=resource_id, status=DELETING)
@@ -350,6 +359,12 @@ class StepContext:
             if exc.__cause__ is None or not is_not_found(exc.__cause__):
                 raise
         self.forget(logical)
+
+    def created_in_this_run(self, address: str) -> bool:
+        """Whether this run created (or replaced) the resource at `address`: what is then done
+        to it, or to what hangs on it, is part of making it, not a change of its own."""
+        return any(c.address == address and c.action in ("create", "replace")
+                   for c in list(self.run.changes))
 
     def forget(self, logical: str) -> None:
         if not self.planning:

@@ -18,8 +18,12 @@ from rich.table import Table
 
 from exaprov.engine import Change, Observed, Outcome, RunResult
 
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+# Everything printed here comes from AWS, the state or the config: an ARN such as
+# `arn:aws:secretsmanager:…:secret:…` would become an emoji, and `[bold]` in a tag value
+# would vanish, if rich read it as markup. Both consoles print text as it is; exaprov's own
+# emphasis goes through `style=` arguments, never through markup in a string.
+err = Console(stderr=True, highlight=False, markup=False, emoji=False)
+out = Console(highlight=False, soft_wrap=True, markup=False, emoji=False)
 if not out.is_terminal:
     out.width = max(out.width, 160)  # piped or logged: keep IDs on one line rather than fold at 80
 
@@ -44,8 +48,10 @@ class ProgressReporter:
         if self.live:
             from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[step]}"),
-                                      TextColumn("{task.description}"), TimeElapsedColumn(),
+            self._progress = Progress(SpinnerColumn(),
+                                      TextColumn("{task.fields[step]}", style="bold", markup=False),
+                                      TextColumn("{task.description}", markup=False),
+                                      TimeElapsedColumn(),
                                       console=self.console, transient=True)
             self._progress.__enter__()
         return self
@@ -130,7 +136,7 @@ def print_plan(changes: list[Change]) -> None:
         detail = f"  ({c.detail})" if c.detail else ""
         out.print(f"  {symbol.get(c.action, '?')} {c.action:7} {c.address}  [{c.kind}]{detail}",
                   markup=False)
-    out.print(f"Plan: {summary_line(changes)}")
+    out.print(f"Plan: {summary_line(changes)}.")
 
 
 def print_status(rows: list[Observed]) -> None:

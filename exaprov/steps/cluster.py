@@ -61,6 +61,7 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
             _wait_gone(ctx, name)
         cluster = None
     ensure_secrets_key_access(ctx)
+    made_now = cluster is None
     if cluster is None:
         ctx.create("cluster", "eks:cluster", lambda token: _create_cluster(ctx, token),
                    detail=f"Kubernetes {cfg.cluster_version}", name=name)
@@ -72,16 +73,17 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         ctx.found("cluster", "eks:cluster", name, live=cluster["status"])
         if cluster["status"] != "ACTIVE" and not ctx.planning:
             cluster = wait_for_cluster(ctx, name)  # a previous run timed out while it was CREATING
-        cluster = reconcile_cluster(ctx, cluster)
-    if ctx.run.mode is Mode.PLAN:
-        explain_version(ctx, cluster["version"])
+        live_version = cluster["version"]
+        cluster = reconcile_cluster(ctx, cluster)  # in a plan: the version an upgrade goes to
+        if ctx.run.mode is Mode.PLAN:
+            explain_version(ctx, live_version)
 
     primary_sg = cluster["resourcesVpcConfig"].get("clusterSecurityGroupId")
     vpc_cidr = ctx.upstream["network"]["vpc_cidr_block"]
     if primary_sg:
         ensure_rules(ctx, "primary-sg-rule", primary_sg,
                      {Rule("ingress", "tcp", 0, 65535, vpc_cidr, "exaprov: clients in the VPC")},
-                     exclusive=False)
+                     exclusive=False, initial=made_now)  # part of making a new cluster
     issuer = cluster["identity"]["oidc"]["issuer"]
     oidc_arn = ensure_oidc_provider(ctx, issuer)
     return {
@@ -89,19 +91,13 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         "cluster_arn": cluster["arn"],
         "cluster_endpoint": cluster.get("endpoint"),
         "cluster_certificate_authority_data": cluster.get("certificateAuthority", {}).get("data"),
-        # In a plan, the version the upgrade goes to: the add-ons and node groups plan theirs.
-        "cluster_version": _planned_version(ctx, cluster["version"]) if ctx.planning
-        else cluster["version"],
+        # In a plan, the version an upgrade goes to: the add-ons and node groups plan theirs.
+        "cluster_version": cluster["version"],
         "cluster_primary_security_group_id": primary_sg,
         "cluster_oidc_issuer_url": issuer,
         "oidc_provider": issuer.removeprefix("https://"),
         "oidc_provider_arn": oidc_arn,
     }
-
-
-def _planned_version(ctx: StepContext, live: str) -> str:
-    wanted = ctx.cfg.cluster.cluster_version
-    return wanted if _minor(wanted) == _minor(live) + 1 else live
 
 
 def explain_version(ctx: StepContext, live: str) -> None:
@@ -287,6 +283,10 @@ def reconcile_cluster(ctx: StepContext, cluster: dict[str, Any]) -> dict[str, An
                    f"deletion protection {'on' if cfg.deletion_protection else 'off'}",
                    lambda: wait_for_update(ctx, name, eks.update_cluster_config(
                        name=name, deletionProtection=cfg.deletion_protection)))
+    if ctx.planning and wanted != live:
+        # What `up` will have done by the time the node groups come: they plan their own
+        # rolling update to this version, as `up` then makes it.
+        return {**cluster, "version": cfg.cluster_version}
     changed = any(c.address == ctx.address("cluster") for c in ctx.run.changes)
     if ctx.planning or not changed:
         return cluster

@@ -107,8 +107,10 @@ def ensure_database_cluster_rule(ctx: StepContext) -> dict[str, Any]:
     group_id = ctx.upstream["database-sg"]["db_security_group_id"]
     port = ctx.cfg.module_repo_backend.db_port
     wanted = Rule("ingress", "tcp", port, port, primary_sg, PRIMARY_RULE_DESCRIPTION)
-    # For a cluster still to be created the rule is part of making it, not a change of its own.
-    ensure_rules(ctx, "rule", group_id, {wanted}, exclusive=False, initial=is_unknown(primary_sg))
+    # For a cluster still to be created, or made in this run, the rule is part of making it,
+    # not a change of its own.
+    made_now = is_unknown(primary_sg) or ctx.created_in_this_run("cluster.cluster")
+    ensure_rules(ctx, "rule", group_id, {wanted}, exclusive=False, initial=made_now)
     if is_unknown(group_id):
         return {}
     # A replaced cluster (new primary group) or another port leaves a stale rule of ours.

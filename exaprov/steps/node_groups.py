@@ -21,6 +21,7 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from exaprov.aws import paginate, tag_dict, tag_list
@@ -253,10 +254,11 @@ def ensure_node_groups(ctx: StepContext) -> dict[str, Any]:
             remove_group(ctx, logical, group, confirm=False)  # an interrupted replacement's old group
         elif logical not in wanted:
             remove_group(ctx, logical, group)
-    # In a plan only groups that exist have ASGs to compare.
-    existing = {names[n]: wanted[n] for n in wanted
-                if not ctx.planning or (n in live and live[n]["nodegroupName"] == names[n])}
-    ensure_asg_tags(ctx, existing, {g["nodegroupName"]: g for g in live.values()})
+    # A group made in this run gets its autoscaler tags as part of its create (in a plan it
+    # has no ASG yet to compare); only an existing group's tags can drift.
+    made_now = {names[n] for n in wanted if n not in live or live[n]["nodegroupName"] != names[n]}
+    existing = {names[n]: wanted[n] for n in wanted if not ctx.planning or names[n] not in made_now}
+    ensure_asg_tags(ctx, existing, {g["nodegroupName"]: g for g in live.values()}, made_now)
     return {"node_groups": names}
 
 
@@ -360,7 +362,7 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
 
     if quiet and ctx.planning:
         return name
-    created = ctx.create(spec.name, "eks:nodegroup", create, name=name,
+    created = ctx.create(spec.name, "eks:nodegroup", create, name=name, listed=quiet,
                          detail=f"{spec.instance_type} {spec.capacity_type} {spec.min_size}-{spec.max_size}")
     if not ctx.planning:
         wait_for_group(ctx, name)
@@ -430,8 +432,12 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
     if group.get("version") and group["version"] != cluster_version and not is_unknown(cluster_version):
         version_update["version"] = cluster_version
     if version_update:
-        ctx.update(spec.name, "eks:nodegroup",
-                   "rolling update to " + ", ".join(f"{k} {v}" for k, v in version_update.items()),
+        words = []
+        if "launchTemplate" in version_update:
+            words.append(f"launch template {launch[0]} version {launch[1]}")
+        if "version" in version_update:
+            words.append(f"Kubernetes {cluster_version}")
+        ctx.update(spec.name, "eks:nodegroup", "rolling update to " + " and ".join(words),
                    lambda: wait_for_update(ctx, cluster_name, eks.update_nodegroup_version(
                        clusterName=cluster_name, nodegroupName=name, **version_update), nodegroup=name))
 
@@ -446,7 +452,7 @@ def remove_group(ctx: StepContext, logical: str, group: dict[str, Any], confirm:
                          hint="run `exaprov up --yes` to delete it, or put it back in the config")
     if quiet and ctx.planning:
         return
-    ctx.delete(logical, "eks:nodegroup", name, lambda n: _delete_and_wait(ctx, n),
+    ctx.delete(logical, "eks:nodegroup", name, lambda n: _delete_and_wait(ctx, n), listed=quiet,
                detail=f"{name} ({'replaced' if quiet else 'removed from the config'})")
 
 
@@ -463,8 +469,14 @@ def _wait_deleted(ctx: StepContext, name: str) -> None:
         timeout=NODEGROUP_DELETE_TIMEOUT, interval=5)
 
 
+def _put_asg_tags(autoscaling: Any, tags: list[dict[str, Any]]) -> None:
+    for i in range(0, len(tags), 50):  # CreateOrUpdateTags takes at most 50 tags a call
+        autoscaling.create_or_update_tags(Tags=tags[i:i + 50])
+
+
 def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
-                    described: dict[str, dict[str, Any]] | None = None) -> None:
+                    described: dict[str, dict[str, Any]] | None = None,
+                    made_now: set[str] | frozenset[str] = frozenset()) -> None:
     """Autoscaler tags on each group's ASG (not propagated to instances): one read, one write.
 
     `described`: groups already described in this run; a group's ASG does not change while
@@ -473,6 +485,7 @@ def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
     eks, autoscaling = ctx.aws.client("eks"), ctx.aws.client("autoscaling")
     cluster = ctx.cfg.cluster.cluster_name
     asgs: dict[str, GroupSpec] = {}
+    new_asgs: set[str] = set()
     for name, spec in groups.items():
         group = (described or {}).get(name)
         if not (group or {}).get("resources", {}).get("autoScalingGroups"):
@@ -480,6 +493,8 @@ def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
                 clusterName=cluster, nodegroupName=n))["nodegroup"]
         for asg in group.get("resources", {}).get("autoScalingGroups", []):
             asgs[asg["name"]] = spec
+            if name in made_now:
+                new_asgs.add(asg["name"])
     if not asgs:
         return
     live: dict[tuple[str, str], str] = {}
@@ -490,10 +505,11 @@ def ensure_asg_tags(ctx: StepContext, groups: dict[str, GroupSpec],
                 "PropagateAtLaunch": False}
                for asg, spec in asgs.items() for k, v in asg_tags(spec, ctx.cfg).items()
                if live.get((asg, k)) != v]
-    if missing:
-        ctx.update("asg-tags", "autoscaling:tags", f"{len(missing)} autoscaler tag(s)",
-                   lambda: [autoscaling.create_or_update_tags(Tags=missing[i:i + 50])
-                            for i in range(0, len(missing), 50)])
+    for tags, initial in (([t for t in missing if t["ResourceId"] in new_asgs], True),
+                          ([t for t in missing if t["ResourceId"] not in new_asgs], False)):
+        if tags:
+            ctx.update("asg-tags", "autoscaling:tags", f"{len(tags)} autoscaler tag(s)",
+                       partial(_put_asg_tags, autoscaling, tags), initial=initial)
     # A label or taint gone from the config must not keep telling the autoscaler it exists.
     stale = [{"ResourceId": asg, "ResourceType": "auto-scaling-group", "Key": key}
              for (asg, key) in live if key.startswith(AUTOSCALER_TEMPLATE + "/")
