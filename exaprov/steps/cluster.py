@@ -4,7 +4,11 @@ Owns: the cluster (private + public endpoint, secrets encrypted with the `kms`
 step's key, api/audit/authenticator logs into the `logs` step's group), the
 ingress rule on the EKS-created primary security group (TCP 0–65535 from the
 VPC, so clients anywhere in the VPC reach ExaDeploy), and the IAM OIDC provider
-for the cluster's issuer (IRSA).
+for the cluster's issuer (IRSA). The cluster is created without self-managed add-ons
+(the `addons` steps make them managed ones), with `cluster.support_type` as its upgrade
+policy and `cluster.deletion_protection`; both are reconciled with UpdateClusterConfig.
+`plan` and `status` also tell the version's EKS support (exaprov/eks_versions.py) and, for
+a pending upgrade, its sequence and EKS's upgrade insights (exaprov/upgrade.py).
 Reads: network (private subnets, VPC), iam (cluster role), kms, logs,
 security-groups (the additional cluster SG).
 Records: cluster (ID = name), primary-sg-rule, oidc-provider.
