@@ -405,3 +405,12 @@ def test_accelerator_pools_tell_the_autoscaler_their_devices_per_node(
     assert resources["runner-gpu"] == {"nvidia.com/gpu": "4"}
     assert resources["runner-inf"] == {"aws.amazon.com/neuron": "12"}
     assert resources["runner-cpu"] == {} and resources["default"] == {}
+
+
+def test_the_default_version_is_in_standard_support_with_known_dates() -> None:
+    from exaprov.config import DEFAULT_KUBERNETES_VERSION
+
+    info = eks_versions.shipped()[DEFAULT_KUBERNETES_VERSION]
+    assert info.status == eks_versions.STANDARD and not info.approximate
+    # ... and stays so for a while: no warning yet (more than 60 days left).
+    assert eks_versions.describe(info, DEFAULT_KUBERNETES_VERSION)[1] is None
