@@ -19,9 +19,11 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.retries import standard
 
 from exaprov import __version__
+from exaprov.errors import LAST_CALL
 from exaprov.lost_answers import in_create, is_lost
 from exaprov.timing import time_scale
 
@@ -30,6 +32,17 @@ log = logging.getLogger(__name__)
 # Enough retries to ride out a burst of throttling (standard mode backs off
 # exponentially up to 20 s between attempts): 11 attempts in all.
 MAX_ATTEMPTS = 10
+# An endpoint that does not answer: a connection not accepted within CONNECT_TIMEOUT, or an
+# answer not started within READ_TIMEOUT (AWS's API calls answer in well under a second; the
+# slowest exaprov makes take a few). A line is printed after NO_ANSWER_NOTICE seconds of
+# silence, and such a call is given NO_ANSWER_ATTEMPTS attempts, not MAX_ATTEMPTS + 1: it gives
+# up after at most 3 x 5 s + backoff (about 20 s) when nothing accepts the connection, and
+# 3 x 30 s + backoff (about 95 s) when a server accepts and never answers.
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 30
+NO_ANSWER_NOTICE = 5.0
+NO_ANSWER_ATTEMPTS = 3
+_NO_ANSWER = (ConnectTimeoutError, ReadTimeoutError, EndpointConnectionError)
 
 
 class Aws:
@@ -50,8 +63,8 @@ class Aws:
         self._config = BotoConfig(
             retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
             user_agent_extra=f"exaprov/{__version__}",
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
             max_pool_connections=32,
         )
         self._clients: dict[str, Any] = {}
@@ -65,6 +78,11 @@ class Aws:
                 client = self.session.client(service, config=self._config,
                                              endpoint_url=self.endpoint_url)
                 _scale_and_log_retries(client)
+                client.meta.events.register("before-send", _WATCH.started)
+                client.meta.events.register("after-call", _name_service)
+                client.meta.events.register("after-call", _WATCH.answered)
+                client.meta.events.register("after-call-error", _WATCH.answered)
+                client.meta.events.register("before-call", _remember_call)
                 if log.isEnabledFor(logging.DEBUG):
                     _log_each_call(client)
                 self._clients[service] = client
@@ -129,7 +147,17 @@ class ScaledRetries:
 
     def __call__(self, **kwargs: Any) -> Any:
         attempt, operation = kwargs["attempts"], kwargs["operation"].name
-        problem = _problem(kwargs.get("response"), kwargs.get("caught_exception"))
+        caught = kwargs.get("caught_exception")
+        _WATCH.answered()
+        if isinstance(caught, _NO_ANSWER):
+            host = _host(kwargs.get("request_dict"))
+            if attempt >= NO_ANSWER_ATTEMPTS:
+                log.warning("%s (%s %s): %d attempts, giving up", _silence(host, caught),
+                            self._service, operation, attempt)
+                return None
+            log.warning("%s (%s %s), retrying (attempt %d of %d)", _silence(host, caught),
+                        self._service, operation, attempt + 1, NO_ANSWER_ATTEMPTS)
+        problem = _problem(kwargs.get("response"), caught)
         if in_create() and is_lost(kwargs.get("response"), kwargs.get("caught_exception")):
             log.info("%s %s: %s, the answer is lost: not sent again (the step looks it up)",
                      self._service, operation, problem)
@@ -145,6 +173,72 @@ class ScaledRetries:
         log.info("%s %s: %s, retrying (attempt %d of %d) in %.3gs", self._service, operation,
                  problem, attempt + 1, self._max_attempts, delay)
         return delay
+
+
+def _host(request_dict: Any) -> str:
+    url = (request_dict or {}).get("url", "") if isinstance(request_dict, dict) else ""
+    return urlparse(url).netloc or "the endpoint"
+
+
+def _silence(host: str, caught: BaseException) -> str:
+    if isinstance(caught, ConnectTimeoutError):
+        return f"no answer from {host} after {CONNECT_TIMEOUT} s"
+    if isinstance(caught, ReadTimeoutError):
+        return f"no answer from {host} after {READ_TIMEOUT} s"
+    return f"could not connect to {host}"
+
+
+def _remember_call(model: Any, **_: Any) -> None:
+    LAST_CALL.call = (model.service_model.service_id.hyphenize(), model.name)
+
+
+def _name_service(http_response: Any, parsed: Any, model: Any, **_: Any) -> None:
+    """Errors name the service they came from (ClientError itself does not)."""
+    if isinstance(parsed, dict) and isinstance(parsed.get("Error"), dict):
+        parsed.setdefault("ResponseMetadata", {})["ExaprovService"] = \
+            model.service_model.service_id.hyphenize()
+
+
+class _NoAnswerWatch:
+    """One daemon thread that prints "no answer from <host> after 5 s, still waiting" for a
+    request silent that long (a connect or read timeout takes longer to fire)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[int, tuple[float, str]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def started(self, request: Any, **_: Any) -> None:
+        import time
+
+        with self._lock:
+            self._pending[threading.get_ident()] = (time.monotonic(), urlparse(request.url).netloc)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="exaprov-no-answer",
+                                                daemon=True)
+                self._thread.start()
+
+    def answered(self, **_: Any) -> None:
+        with self._lock:
+            self._pending.pop(threading.get_ident(), None)
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                late = [(k, v) for k, v in self._pending.items() if now - v[0] >= NO_ANSWER_NOTICE]
+                for key, _ in late:
+                    del self._pending[key]
+            for _, (_, host) in late:
+                log.warning("no answer from %s after %.0f s, still waiting (up to %d s per "
+                            "attempt, %d attempts)", host, NO_ANSWER_NOTICE, READ_TIMEOUT,
+                            NO_ANSWER_ATTEMPTS)
+
+
+_WATCH = _NoAnswerWatch()
 
 
 def _problem(response: Any, caught: BaseException | None) -> str:

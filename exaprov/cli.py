@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,45 @@ def _not_empty(ctx: Any, param: Any, value: Path | None) -> Path | None:
     return value
 
 
+def _state_flag(ctx: Any, param: Any, value: str | None) -> str | None:
+    # "" would silently mean the default state file (and "." the current folder).
+    if value is not None and value.strip() in ("", "."):
+        raise click.BadParameter("an empty path; name the state file (or s3://bucket/key), or "
+                                 "leave the flag out for state/<name>.json")
+    return value
+
+
+def _endpoint_url(ctx: Any, param: Any, value: str | None) -> str | None:
+    """An http(s) URL with a host (and a valid port): botocore would raise on anything else
+    deep inside the first call, or send requests somewhere unintended."""
+    if value is None:
+        return None
+    from urllib.parse import urlsplit
+
+    source = ctx.get_parameter_source(param.name)
+    where = " (from AWS_ENDPOINT_URL)" if source is click.core.ParameterSource.ENVIRONMENT else ""
+    shown = repr(value[:80])
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise click.BadParameter(f"{shown}{where} is not an http(s) URL with a host; write one "
+                                 "like http://127.0.0.1:5000 or https://ec2.us-west-1.amazonaws.com")
+    return value
+
+
+def _region_flag(ctx: Any, param: Any, value: str | None) -> str | None:
+    if value is None:
+        return None
+    from exaprov.config import region_problem
+
+    if problem := region_problem(value):
+        raise click.BadParameter(f"{value[:40]!r} {problem[0]}; {problem[1]}")
+    return value
+
+
 def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The flags every deployment command takes, after its name."""
     options = [
@@ -42,11 +82,14 @@ def target_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      default=Path("exaprov.yaml"), show_default=True, callback=_not_empty,
                      help="The deployment's config file."),
         click.option("--state", "state_path", default=None,  # a path or s3://bucket/key, as is
+                     callback=_state_flag,
                      help="State file [default: state/<name>.json, state/sandbox/deployments/<name>.json "
                           "with --sandbox]."),
-        click.option("--region", default=None, help="AWS region (overrides the config)."),
+        click.option("--region", default=None, callback=_region_flag,
+                     help="AWS region (overrides the config)."),
         click.option("--profile", default=None, help="AWS profile from ~/.aws."),
         click.option("--endpoint-url", default=None, envvar="AWS_ENDPOINT_URL",
+                     callback=_endpoint_url,
                      help="An AWS-compatible endpoint (e.g. a local emulator)."),
         click.option("--sandbox", is_flag=True,
                      help="Use exaprov's local AWS emulator on 127.0.0.1 (started if needed)."),
@@ -88,6 +131,11 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             if debug:
                 logging.getLogger("exaprov").exception("error")
             code = EXIT_INPUT if type(exc).__name__ in _SETUP_ERRORS else EXIT_AWS
+            from exaprov.errors import from_botocore, not_implemented_call
+
+            if not_implemented_call(exc):  # not AWS: naming the call is the whole story
+                _print_error(from_botocore("exaprov", exc))
+                sys.exit(_exit_code(code, kwargs))
             hint = ("check --profile, --region, --endpoint-url and your credentials" +
                     ("" if kwargs.get("sandbox") else "; to try exaprov without an AWS account, "
                      "add --sandbox (a local emulator)"))
@@ -166,18 +214,31 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     # Each retry botocore makes (throttling, 5xx) is one INFO line of exaprov.aws (-v).
 
 
-def _deployment(kw: dict[str, Any]) -> Any:
+def _deployment(kw: dict[str, Any], writes_state: bool = True) -> Any:
     from exaprov.deployment import Deployment, Target
+    from exaprov.errors import InputError
 
+    endpoint = kw["endpoint_url"]
+    if kw["sandbox"] and endpoint:
+        source = click.get_current_context().get_parameter_source("endpoint_url")
+        if source is not click.core.ParameterSource.ENVIRONMENT:
+            raise InputError("--sandbox and --endpoint-url both name where AWS is: --sandbox "
+                             "uses exaprov's own emulator", hint="pass one of them")
+        logging.getLogger("exaprov").warning(
+            "--sandbox: ignoring AWS_ENDPOINT_URL=%s (the sandbox is its own endpoint)",
+            endpoint[:80])
+        endpoint = None
     return Deployment(Target(config_path=kw["config_path"], state_path=kw["state_path"],
                              region=kw["region"], profile=kw["profile"],
-                             endpoint_url=kw["endpoint_url"], sandbox=kw["sandbox"]))
+                             endpoint_url=endpoint, sandbox=kw["sandbox"],
+                             writes_state=writes_state))
 
 
 def _finish(result: Any, verb: str) -> None:
     from exaprov import render
 
-    render.print_run_summary(result, verb)
+    render.print_run_summary(result, verb,
+                             flags=render.target_flags(click.get_current_context().params))
     if result.cancelled:
         _echo("Interrupted: running steps were recorded and the state saved. "
               f"Run `exaprov {verb}` again to continue.")
@@ -199,7 +260,7 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
               default=Path("exaprov.yaml"), show_default=True)
 @click.option("--name", default="example", show_default=True, help="The deployment's name.")
-@click.option("--region", default="us-west-1", show_default=True)
+@click.option("--region", default="us-west-1", show_default=True, callback=_region_flag)
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
               help="full: every key with its default and a comment (SPEC's example); minimal: "
@@ -216,14 +277,16 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str,
     eks:DescribeClusterVersions when AWS credentials are at hand, else from exaprov's table."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
+    from exaprov.paths import check_file
 
     parse_config({"name": name, "region": region}, source="--name/--region")
+    check_file("--config", config_path, write=True, what="config file")
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
     version, source = _newest_version(region, profile, offline)
-    config_path.write_text(render_config(name=name, region=region, full=example == "full",
-                                         cluster_version=version))
+    _write_config_file(config_path, render_config(name=name, region=region, full=example == "full",
+                                                  cluster_version=version))
     click.echo(f"Kubernetes {version}: the newest in EKS standard support ({source}).", err=True)
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up` against your AWS "
                "account, or try it first against the local emulator: `exaprov up --sandbox`.",
@@ -264,6 +327,22 @@ def _newest_version(region: str, profile: str | None, offline: bool) -> tuple[st
     return newest, f"exaprov's table as of {eks_versions.table_date()}; {why}"
 
 
+def _write_config_file(path: Path, text: str) -> None:
+    """0644 whatever the umask (tighter if the file already was): the config holds no secret,
+    but nobody else may change what exaprov builds."""
+    mode = 0o644
+    try:
+        mode &= path.stat().st_mode
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 class DetailedExitCommand(click.Command):
     """A command with --detailed-exitcode: there, a usage error is 1, not click's 2."""
 
@@ -296,8 +375,10 @@ def detailed_exitcode_option(what: str) -> Callable[[Callable[..., Any]], Callab
 def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any) -> None:
     """Show what `up` would create, change or delete (read-only)."""
     from exaprov import render, saved_plan
+    from exaprov.paths import check_file
 
-    result, to_save = _deployment(kw).plan_to_save()
+    check_file("--out", out_path, write=True, what="plan file")
+    result, to_save = _deployment(kw, writes_state=False).plan_to_save()
     _fail_if_failed(result, detailed_exitcode)
     if out_path is not None:
         saved_plan.write(out_path, to_save)
@@ -327,13 +408,28 @@ def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any)
 def up(yes: bool, plan_path: Path | None, **kw: Any) -> None:
     """Create what is missing, repair drift, apply config changes."""
     from exaprov import render, saved_plan
+    from exaprov.paths import check_file
 
+    check_file("--plan", plan_path, write=False, must_exist=True, what="plan file")
     expected = saved_plan.load(plan_path) if plan_path is not None else None
     deployment = _deployment(kw)
-    confirm = (lambda question: True) if yes or expected is not None else _confirm
     with render.ProgressReporter() as reporter:
+        confirm = (lambda question: True) if yes or expected is not None else \
+            _asking_over(reporter)
         result = deployment.up(reporter=reporter, confirm=confirm, expected=expected)
     _finish(result, "up")
+
+
+def _asking_over(reporter: Any) -> Callable[[str], bool]:
+    """`_confirm` for questions asked while the live view runs: one question at a time (steps
+    run in threads), with the live area off the screen so nothing overwrites the prompt."""
+    one_at_a_time = threading.Lock()
+
+    def ask(question: str) -> bool:
+        with one_at_a_time, reporter.paused():
+            return _confirm(question)
+
+    return ask
 
 
 @main.command(cls=DetailedExitCommand)
@@ -345,7 +441,7 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     """Every resource: its ID, live state in AWS, and drift from state and config."""
     from exaprov import render
 
-    result = _deployment(kw).status()
+    result = _deployment(kw, writes_state=False).status()
     _fail_if_failed(result, detailed_exitcode)
     if output == "json":
         rows = render.observed_json(result.observed)
@@ -409,7 +505,10 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
 
     if (output == "tfstate") != (file_path is not None):
         raise InputError("--file goes with --output tfstate, and --output tfstate needs --file PATH")
-    deployment = _deployment(kw)
+    from exaprov.paths import check_file
+
+    check_file("--file", file_path, write=True, what="Terraform state file")
+    deployment = _deployment(kw, writes_state=False)
     groups, state = deployment.outputs(reveal=reveal or output == "tfstate")
     if output == "tfstate":
         from exaprov.state import write_private
@@ -438,9 +537,13 @@ def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:
 
 
 def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
-    if not value:
+    if value is None:
         return None
     ids = [v.strip() for v in value.split(",") if v.strip()]
+    if not ids:
+        # Not "every route table": that is what leaving the flag out means.
+        raise click.BadParameter(f"{value!r} names no route table; list rtb-… IDs, or leave the "
+                                 "flag out for every route table of the client VPC")
     bad = [v for v in ids if not re.fullmatch(r"rtb-[0-9a-f]{8,17}", v)]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}: not route table IDs (rtb-…)")
@@ -453,7 +556,8 @@ def _route_tables(ctx: Any, param: Any, value: str | None) -> list[str] | None:
 @click.option("--route-table-ids", callback=_route_tables, default=None,
               help="Client route tables to route through the peering (comma-separated) "
                    "[default: every route table of the client VPC].")
-@click.option("--peer-region", default=None, help="The client VPC's region, if another.")
+@click.option("--peer-region", default=None, callback=_region_flag,
+              help="The client VPC's region, if another.")
 @click.option("--peer-profile", default=None,
               help="AWS profile of the client VPC's account, if another (accepts the peering and "
                    "writes the client-side routes).")
@@ -492,12 +596,9 @@ def config_group() -> None:
 @config_group.command("schema")
 def config_schema() -> None:
     """Print the config file's JSON Schema (for editor completion and validation)."""
-    from exaprov.config import Config
+    from exaprov.config import json_schema
 
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "exaprov.yaml"
-    click.echo(json.dumps(schema, indent=2))
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 @main.group("state")
@@ -559,7 +660,7 @@ def state_recover(output: str, yes: bool, force: bool, peer_profiles: dict[str, 
     """
     from exaprov import recover, render
 
-    deployment = _deployment(kw)
+    deployment = _deployment(kw, writes_state=yes)
     with render.ProgressReporter() as reporter:
         recovery = deployment.recover(write=yes, force=force, peer_profiles=peer_profiles,
                                       reporter=reporter)
@@ -637,8 +738,11 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
     """Add or update the cluster in a kubeconfig, merged by name like `aws eks update-kubeconfig`."""
     from exaprov import kubeconfig as kc
     from exaprov.errors import InputError
+    from exaprov.paths import check_file
 
-    deployment = _deployment(kw)
+    check_file("--file" if file_path else "$KUBECONFIG (or ~/.kube/config)",
+               file_path or kc.default_path(), write=True, what="kubeconfig")
+    deployment = _deployment(kw, writes_state=False)
     groups, _ = deployment.outputs(command="kubeconfig")
     cluster = groups["exafunction_cluster"]
     if not cluster.get("cluster_endpoint"):
@@ -653,7 +757,8 @@ def kubeconfig(file_path: Path | None, alias: str | None, use_exaprov_token: boo
 
 @main.command()
 @click.option("--cluster-name", required=True)
-@click.option("--region", default=None, help="The cluster's region [default: from the AWS config].")
+@click.option("--region", default=None, callback=_region_flag,
+              help="The cluster's region [default: from the AWS config].")
 @click.option("--profile", default=None)
 @handle_errors
 def token(cluster_name: str, region: str | None, profile: str | None) -> None:
@@ -669,7 +774,66 @@ def token(cluster_name: str, region: str | None, profile: str | None) -> None:
 
 @main.group()
 def sandbox() -> None:
-    """The local AWS emulator behind --sandbox."""
+    """The local AWS emulator behind --sandbox: one per user, on 127.0.0.1.
+
+    It stands for one AWS account shared by every folder you work in; its record and log
+    are in $XDG_STATE_HOME/exaprov/sandbox (~/.local/state/exaprov/sandbox), or
+    $EXAPROV_SANDBOX_HOME/sandbox. What it holds lives in its memory only.
+    """
+
+
+@sandbox.command("start")
+@handle_errors
+def sandbox_start() -> None:
+    """Start the emulator (nothing happens if it is running already)."""
+    from exaprov import sandbox as sb
+
+    record, started = sb.start()
+    if started:
+        click.echo(sb.started_message(record) + ".", err=True)
+    else:
+        click.echo(f"The sandbox emulator is already running at {record['endpoint']} "
+                   f"(pid {record['pid']}).", err=True)
+    click.echo("`eval \"$(exaprov sandbox env)\"` points aws-cli and boto3 at it.", err=True)
+
+
+def _default_region() -> str:
+    """The region of ./exaprov.yaml when there is a readable one, else exaprov init's default."""
+    try:
+        from exaprov.config import load_config
+
+        return load_config(Path("exaprov.yaml")).region
+    except (ExaprovError, OSError):
+        return "us-west-1"
+
+
+def _sandbox_regions() -> list[str]:
+    """Where this folder's sandbox deployments live: ./exaprov.yaml's region, its sandbox
+    states' regions, and the region of the environment."""
+    regions = {_default_region()}
+    for path in Path("state", "sandbox", "deployments").glob("*.json"):
+        try:
+            regions.add(str(json.loads(path.read_text())["region"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    regions.update(v for v in (os.environ.get("AWS_REGION"), os.environ.get("AWS_DEFAULT_REGION"))
+                   if v)
+    return sorted(regions)
+
+
+@sandbox.command("env")
+@click.option("--region", default=None,
+              help="The region to export [default: the region of ./exaprov.yaml, else us-west-1].")
+@handle_errors
+def sandbox_env(region: str | None) -> None:
+    """Print shell exports that point aws-cli and boto3 at the emulator (started if needed).
+
+    eval "$(exaprov sandbox env)"; aws ec2 describe-vpcs
+    """
+    from exaprov import sandbox as sb
+
+    endpoint = sb.ensure_running()
+    sys.stdout.write(sb.env_exports(endpoint, region or _default_region()))
 
 
 @sandbox.command("status")
@@ -691,11 +855,32 @@ def sandbox_status(output: str) -> None:
 
 
 @sandbox.command("stop")
+@click.option("--yes", "-y", is_flag=True,
+              help="Stop it even when deployments live in it (they are forgotten).")
 @handle_errors
-def sandbox_stop() -> None:
-    """Stop the emulator (everything in it is forgotten)."""
+def sandbox_stop(yes: bool) -> None:
+    """Stop the emulator: everything in it is forgotten.
+
+    When deployments live in it, they are listed and stop asks first (on a terminal;
+    elsewhere it refuses unless --yes).
+    """
     from exaprov import sandbox as sb
 
+    info = sb.status()
+    if info is not None and info.get("running") and not yes:
+        living = sb.deployments(info["endpoint"], _sandbox_regions())
+        if living:
+            names = ", ".join(f"{name} ({region})" if region else name for name, region in living)
+            click.echo(f"The sandbox emulator holds {len(living)} deployment(s): {names}. "
+                       "Stopping it forgets them; their sandbox state files then record "
+                       "resources that no longer exist (`exaprov up --sandbox` builds them "
+                       "anew, `exaprov destroy --sandbox` first removes them cleanly).", err=True)
+            if not _confirm("Stop the sandbox emulator and forget them?"):
+                click.echo("Not stopped.", err=True)
+                sys.exit(EXIT_INPUT)
+    if sb.stop_legacy():
+        click.echo("Stopped the emulator an older exaprov ran for this folder (state/sandbox).",
+                   err=True)
     click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
 
 

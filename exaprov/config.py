@@ -12,8 +12,15 @@ code downstream always sees the final names; an empty or null value in the file 
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.metadata
+import importlib.util
 import ipaddress
+import json
+import os
 import re
+import reprlib
+import stat
 import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Union, get_args, get_origin
@@ -21,6 +28,7 @@ from typing import Annotated, Any, Literal, NamedTuple, NoReturn, Union, get_arg
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -33,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from exaprov.errors import ConfigError
+from exaprov.paths import file_kind
 
 DEFAULT_REGION = "us-west-1"
 # EKS standard and extended support; the seed's 1.22 is long gone.
@@ -68,7 +77,7 @@ POSTGRES_RESERVED_USERNAMES = frozenset("""
 """.split())
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")  # also RDS-safe: no "--", no trailing -
-_REGION_RE = re.compile(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+")
+_REGION_RE = re.compile(r"[a-z]{2,4}(-[a-z]+)+-\d+")
 _VPC_NAME_RE = re.compile(r"[A-Za-z0-9-]{3,63}")
 _CLUSTER_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*")
 _VERSION_RE = re.compile(r"1\.\d+")
@@ -86,6 +95,170 @@ _S3_URL_RE = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)")
 _ADDON_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 _ADDON_VERSION_RE = re.compile(r"v?\d+\.\d+\.\d+[-+._A-Za-z0-9]*")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+# EKS limits, checked up front (EKS user guide, "Amazon EKS service quotas", Dec 2026): the
+# default quotas are 30 managed node groups per cluster and 450 nodes per managed node group.
+# Both can be raised in Service Quotas; an account with a raised quota says so through these
+# environment variables, so exaprov does not refuse what AWS now allows.
+NODE_GROUPS_QUOTA_ENV = "EXAPROV_EKS_NODE_GROUPS_QUOTA"
+NODES_QUOTA_ENV = "EXAPROV_EKS_NODES_PER_NODE_GROUP_QUOTA"
+DEFAULT_NODE_GROUPS_QUOTA = 30
+DEFAULT_NODES_QUOTA = 450
+# EKS refuses more than 40 public access CIDR blocks per cluster (not adjustable).
+MAX_PUBLIC_ACCESS_CIDRS = 40
+# A region newer than the installed botocore: name it here (comma-separated) to use it anyway.
+EXTRA_REGIONS_ENV = "EXAPROV_EXTRA_REGIONS"
+
+
+def _quota(env: str, default: int) -> int:
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError([f"{env}: must be a whole number of at least 1 (got {raw[:20]!r}); "
+                           "the quota Service Quotas shows for your account"], env)
+    return int(raw)
+
+
+def node_groups_quota() -> int:
+    return _quota(NODE_GROUPS_QUOTA_ENV, DEFAULT_NODE_GROUPS_QUOTA)
+
+
+def nodes_quota() -> int:
+    return _quota(NODES_QUOTA_ENV, DEFAULT_NODES_QUOTA)
+
+
+@functools.cache
+def _botocore_regions() -> frozenset[str]:
+    """Every region of every partition in the data botocore ships (no AWS call)."""
+    spec = importlib.util.find_spec("botocore")
+    folder = Path(next(iter(spec.submodule_search_locations or []))) / "data" if spec else None
+    names: set[str] = set()
+    for name in ("partitions.json", "endpoints.json"):
+        try:
+            data = json.loads((folder / name).read_text()) if folder else {}
+        except (OSError, ValueError):
+            continue
+        for partition in data.get("partitions", []):
+            names.update(partition.get("regions", {}))
+    # Pseudo-regions such as aws-global are endpoints, not places to build.
+    return frozenset(n for n in names if _REGION_RE.fullmatch(n))
+
+
+def extra_regions() -> frozenset[str]:
+    return frozenset(r.strip() for r in os.environ.get(EXTRA_REGIONS_ENV, "").split(",")
+                     if r.strip())
+
+
+def known_regions() -> frozenset[str]:
+    """The regions exaprov accepts: botocore's, plus those named in EXAPROV_EXTRA_REGIONS."""
+    return _botocore_regions() | extra_regions()
+
+
+def region_problem(value: str) -> tuple[str, str] | None:
+    """(what is wrong, what is allowed) unless `value` is a region this botocore knows (or the
+    user named in EXAPROV_EXTRA_REGIONS)."""
+    if value in known_regions():
+        return None
+    near = difflib.get_close_matches(value, sorted(_botocore_regions()), n=3, cutoff=0.6)
+    nearest = f"did you mean {' or '.join(near)}? " if near else ""
+    try:
+        version = importlib.metadata.version("botocore")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        version = "?"
+    if not _REGION_RE.fullmatch(value):
+        return "is not an AWS region name", f"{nearest}write one like us-west-1"
+    return (f"is not a region botocore {version} knows",
+            f"{nearest}a region newer than botocore: upgrade botocore, or set "
+            f"{EXTRA_REGIONS_ENV}={value}")
+
+
+# A family newer than the shipped table (exaprov/data/instance_types.yaml): name it with its
+# architecture and accelerator, e.g. EXAPROV_EXTRA_INSTANCE_FAMILIES=m9x:arm64,p7:x86_64:nvidia
+EXTRA_FAMILIES_ENV = "EXAPROV_EXTRA_INSTANCE_FAMILIES"
+_ACCELERATOR_OF_CATEGORY = {"cpu": None, "gpu": "nvidia", "inferentia": "neuron"}
+_ACCELERATOR_WORDS = {"nvidia": "NVIDIA GPU", "neuron": "AWS Neuron (Inferentia/Trainium)",
+                      None: "no accelerator"}
+
+
+class InstanceKind(NamedTuple):
+    architecture: str  # x86_64 | arm64
+    accelerator: str | None  # nvidia | neuron | None
+
+
+def extra_families() -> dict[str, InstanceKind]:
+    """The families named in EXAPROV_EXTRA_INSTANCE_FAMILIES (malformed entries: ConfigError)."""
+    found: dict[str, InstanceKind] = {}
+    for item in os.environ.get(EXTRA_FAMILIES_ENV, "").split(","):
+        if not item.strip():
+            continue
+        family, _, rest = item.strip().partition(":")
+        arch, _, accel = rest.partition(":")
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", family) or arch not in ("x86_64", "arm64") \
+                or accel not in ("", "nvidia", "neuron"):
+            raise ConfigError([f"{EXTRA_FAMILIES_ENV}: {item.strip()[:40]!r} is not "
+                               "FAMILY:ARCHITECTURE[:ACCELERATOR], e.g. m9x:arm64 or "
+                               "p7:x86_64:nvidia (x86_64 or arm64; nvidia or neuron)"],
+                              EXTRA_FAMILIES_ENV)
+        found[family] = InstanceKind(arch, accel or None)
+    return found
+
+
+def instance_kind(instance_type: str) -> InstanceKind | None:
+    """Architecture and accelerator of a type in the shipped table or an opted-in family."""
+    from exaprov import instance_types
+
+    info = instance_types.describe(instance_type)
+    if info is not None:
+        return InstanceKind(info.architecture, info.accelerator)
+    family, dot, size = instance_type.partition(".")
+    return extra_families().get(family) if dot and size else None
+
+
+def _instance_type_problem(value: str) -> tuple[str, str] | None:
+    from exaprov import instance_types
+
+    extra_families()  # a malformed opt-in is refused even when no type needs it
+
+    if instance_kind(value) is not None:
+        return None
+    near = instance_types.nearest(value)
+    nearest = f"did you mean {' or '.join(near)}? " if near else ""
+    family = value.partition(".")[0]
+    if family in instance_types.known_families():
+        sizes = ", ".join(instance_types.family_sizes(family) or ())
+        return f"is not a size of the {family} family", f"{nearest}{family} comes in {sizes}"
+    return ("is not an instance type exaprov knows",
+            f"{nearest}the table is exaprov/data/instance_types.yaml; a family newer than it: "
+            f"set {EXTRA_FAMILIES_ENV}={family or 'FAMILY'}:x86_64 (or :arm64, "
+            ":x86_64:nvidia, ...)")
+
+
+def _whole_number(value: Any) -> Any:
+    """YAML `100.0` is the whole number 100, as JSON Schema's "integer" says; 100.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A whole number: never a bool or a string; a float only when it has no fraction.
+Int = Annotated[StrictInt, BeforeValidator(_whole_number)]
+
+
+def _schema(**rules: Any) -> dict[str, Any]:
+    """JSON Schema keywords for a field, beside pydantic's own (see json_schema())."""
+    return {"json_schema_extra": rules}
+
+
+_NAME_PATTERN = "^" + r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*" + "$"
+_LABEL_VALUE_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+_CIDR_PATTERN = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}" \
+    r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/"
+_RESERVED_TAG_KEYS = "^([aA][wW][sS]|[eE][xX][aA][pP][rR][oO][vV]):"
+_TAGS_SCHEMA = {"maxProperties": 40,
+                "propertyNames": {"minLength": 1, "maxLength": 128,
+                                  "not": {"pattern": _RESERVED_TAG_KEYS}},
+                "additionalProperties": {"type": "string", "maxLength": 256}}
 
 
 # --- problems -------------------------------------------------------------------------------
@@ -109,9 +282,16 @@ def _fail_all(problems: list[_Problem]) -> NoReturn:
                               {"summary": problems[0].what, "problems": problems})
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 64
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = _SHORT.maxset = 4
+_SHORT.maxlevel = 2
+
+
 def _show(value: Any) -> str:
-    """A short repr, so a 300-character tag value does not flood the terminal."""
-    text = repr(value)
+    """A short repr, cut while it is made (never a whole huge value rendered, then cut), so a
+    300-character tag value or a 10,000-item list does not flood the terminal."""
+    text = _SHORT.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -307,8 +487,10 @@ class _Model(BaseModel):
 class Taint(_Model):
     """An extra Kubernetes taint on a node group."""
 
-    key: str
-    value: str = ""
+    key: str = Field(**_schema(maxLength=63, pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                                   r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                                   r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))
+    value: str = Field("", **_schema(maxLength=63, pattern=f"^$|{_LABEL_VALUE_PATTERN}"))
     effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"]
 
     @field_validator("key")
@@ -331,15 +513,21 @@ class NodeGroupSpec(_Model):
 
     node_instance_category: Literal["cpu", "gpu", "inferentia"] = "cpu"
     capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
-    node_instance_type: str
-    disk_size: StrictInt = 100
-    min_size: StrictInt = 0
-    max_size: StrictInt
-    accelerator_label: str = ""
+    node_instance_type: str = Field(**_schema(enum_instance_types=True))
+    disk_size: Int = Field(100, **_schema(minimum=1, maximum=16384))
+    min_size: Int = Field(0, **_schema(minimum=0, maximum=DEFAULT_NODES_QUOTA))
+    max_size: Int = Field(**_schema(minimum=1, maximum=DEFAULT_NODES_QUOTA))
+    accelerator_label: str = Field("", **_schema(maxLength=63,
+                                                 pattern=f"^$|{_LABEL_VALUE_PATTERN}"))
     additional_taints: list[Taint] = Field(default_factory=list)
-    additional_labels: dict[str, str] = Field(default_factory=dict)
+    additional_labels: dict[str, str] = Field(default_factory=dict, **_schema(
+        propertyNames={"maxLength": 63, "pattern": r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                       r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                       r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
+        additionalProperties={"type": "string", "minLength": 1, "maxLength": 63,
+                              "pattern": _LABEL_VALUE_PATTERN}))
     # Rolling updates: the share of nodes EKS may take down at once (the Terraform modules' 33).
-    max_unavailable_percentage: StrictInt = Field(33, ge=1, le=100)
+    max_unavailable_percentage: Int = Field(33, **_schema(minimum=1, maximum=100))
     # EKS node auto repair (off by default in EKS); None = on for gpu and inferentia pools.
     node_repair: StrictBool | None = None
 
@@ -349,12 +537,36 @@ class NodeGroupSpec(_Model):
             return self.node_repair
         return self.node_instance_category in ("gpu", "inferentia")
 
+    @field_validator("max_unavailable_percentage")
+    @classmethod
+    def _max_unavailable(cls, v: int) -> int:
+        if not 1 <= v <= 100:
+            _fail("is out of range", v, "a percentage of the group's nodes from 1 to 100")
+        return v
+
     @field_validator("node_instance_type")
     @classmethod
     def _instance_type(cls, v: str) -> str:
         if not _INSTANCE_TYPE_RE.fullmatch(v):
             _fail("is not an EC2 instance type", v, "write one like m5.xlarge")
+        if problem := _instance_type_problem(v):
+            _fail(problem[0], v, problem[1])
         return v
+
+    @model_validator(mode="after")
+    def _category_fits_type(self) -> NodeGroupSpec:
+        """The AMI type follows the category: a gpu pool needs NVIDIA GPUs, an inferentia pool
+        Neuron devices; a cpu pool on an accelerated type is refused too (its AMI would have
+        no driver for the accelerator it pays for)."""
+        kind = instance_kind(self.node_instance_type)
+        wanted = _ACCELERATOR_OF_CATEGORY[self.node_instance_category]
+        if kind is not None and kind.accelerator != wanted:
+            fitting = {v: k for k, v in _ACCELERATOR_OF_CATEGORY.items()}[kind.accelerator]
+            _fail(f"is a {self.node_instance_category} pool on {self.node_instance_type}, which "
+                  f"has {_ACCELERATOR_WORDS[kind.accelerator]}", self.node_instance_category,
+                  f"node_instance_category: {fitting} for this type, or a type with "
+                  f"{_ACCELERATOR_WORDS[wanted]}", at=("node_instance_category",))
+        return self
 
     @field_validator("disk_size")
     @classmethod
@@ -368,6 +580,7 @@ class NodeGroupSpec(_Model):
     def _min_size(cls, v: int) -> int:
         if v < 0:
             _fail("must not be negative", v)
+        _check_nodes_quota(v)
         return v
 
     @field_validator("max_size")
@@ -375,6 +588,7 @@ class NodeGroupSpec(_Model):
     def _max_size(cls, v: int, info: ValidationInfo) -> int:
         if v < 1:
             _fail("must be at least 1", v, "EKS requires a node group's max size >= 1")
+        _check_nodes_quota(v)
         low = info.data.get("min_size")  # absent when min_size itself was invalid
         if low is not None and low > v:
             _fail(f"is smaller than min_size {low}", v, "min_size must be <= max_size")
@@ -403,10 +617,18 @@ class NodeGroupSpec(_Model):
         return labels
 
 
+def _check_nodes_quota(v: int) -> None:
+    quota = nodes_quota()
+    if v > quota:
+        _fail(f"is more than the {quota} nodes EKS allows in a managed node group", v,
+              f"at most {quota}; a raised quota (Service Quotas -> Amazon EKS -> Nodes per "
+              f"managed node group): set {NODES_QUOTA_ENV} to it")
+
+
 class RunnerPool(NodeGroupSpec):
     """A runner node group, named `runner-<suffix>` in EKS."""
 
-    suffix: str
+    suffix: str = Field(**_schema(maxLength=56, pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"))
 
     @field_validator("suffix")
     @classmethod
@@ -452,8 +674,9 @@ RESERVED_USERNAME_PREFIXES = ("system:", "eks:", "aws:", "amazon:", "iam:")
 
 
 class _AwsAuthEntry(_Model):
-    username: str
-    groups: list[str] = Field(default_factory=list)
+    username: str = Field(**_schema(minLength=1, not_={"pattern": "^(system|eks|aws|amazon|iam):"}))
+    groups: list[str] = Field(default_factory=list, **_schema(items={"anyOf": [
+        {"const": "system:masters"}, {"not": {"pattern": "^system:"}}]}))
 
     @field_validator("username")
     @classmethod
@@ -478,7 +701,8 @@ class _AwsAuthEntry(_Model):
 class AwsAuthRole(_AwsAuthEntry):
     """An IAM role given access to the cluster (the seed's aws-auth role map)."""
 
-    rolearn: str
+    rolearn: str = Field(**_schema(pattern="^" + _IAM_PRINCIPAL_RE.pattern.replace(
+        "(root|(user|role)/", "(role/") + "$"))
 
     @field_validator("rolearn")
     @classmethod
@@ -489,7 +713,8 @@ class AwsAuthRole(_AwsAuthEntry):
 class AwsAuthUser(_AwsAuthEntry):
     """An IAM user given access to the cluster (the seed's aws-auth user map)."""
 
-    userarn: str
+    userarn: str = Field(**_schema(pattern="^" + _IAM_PRINCIPAL_RE.pattern.replace(
+        "(root|(user|role)/", "(user/") + "$"))
 
     @field_validator("userarn")
     @classmethod
@@ -500,8 +725,10 @@ class AwsAuthUser(_AwsAuthEntry):
 class NetworkConfig(_Model):
     """SPEC section 1."""
 
-    vpc_name: str = ""  # "" = exafunction-vpc-<name>
-    vpc_cidr_block: str = "10.255.0.0/16"
+    vpc_name: str = Field("", **_schema(  # "" = exafunction-vpc-<name>
+        type=["string", "null"], pattern="^([A-Za-z0-9-]{3,63})?$"))
+    vpc_cidr_block: str = Field("10.255.0.0/16", **_schema(pattern=_CIDR_PATTERN
+                                                          + "(1[6-9]|2[0-4])$"))
 
     @field_validator("vpc_name", mode="before")
     @classmethod
@@ -533,18 +760,31 @@ class NetworkConfig(_Model):
 class ClusterConfig(_Model):
     """SPEC section 2."""
 
-    cluster_name: str = ""  # "" = exafunction-cluster-<name>
-    cluster_version: str = DEFAULT_KUBERNETES_VERSION
-    endpoint_public_access_cidrs: list[str] = Field(default_factory=lambda: ["0.0.0.0/0"])
-    log_retention_in_days: StrictInt = 90
-    kms_key_administrators: list[str] = Field(default_factory=list)
-    instance_tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
-    autoscaling_group_tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
-    runner_pools: list[RunnerPool] = Field(default_factory=_default_runner_pools)
-    additional_node_groups: dict[str, NodeGroupSpec] = Field(default_factory=dict)
+    cluster_name: str = Field("", **_schema(  # "" = exafunction-cluster-<name>
+        type=["string", "null"], maxLength=CLUSTER_NAME_MAX, pattern="^([A-Za-z][A-Za-z0-9-]*)?$"))
+    cluster_version: str = Field(DEFAULT_KUBERNETES_VERSION,
+                                 **_schema(enum=list(SUPPORTED_KUBERNETES_VERSIONS)))
+    endpoint_public_access_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"], **_schema(
+            minItems=1, maxItems=MAX_PUBLIC_ACCESS_CIDRS,
+            items={"type": "string", "pattern": _CIDR_PATTERN + "([0-9]|[12][0-9]|3[0-2])$"}))
+    log_retention_in_days: Int = Field(90, **_schema(enum=list(LOG_RETENTION_DAYS)))
+    kms_key_administrators: list[str] = Field(default_factory=list, **_schema(
+        items={"type": "string", "pattern": "^" + _IAM_PRINCIPAL_RE.pattern + "$"}))
+    instance_tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"},
+                                          **_schema(**_TAGS_SCHEMA))
+    autoscaling_group_tags: dict[str, str] = Field(
+        default_factory=lambda: {"owner": "exafunction"}, **_schema(**_TAGS_SCHEMA))
+    runner_pools: list[RunnerPool] = Field(default_factory=_default_runner_pools, **_schema(
+        maxItems=DEFAULT_NODE_GROUPS_QUOTA - len(SYSTEM_NODE_GROUPS)))
+    additional_node_groups: dict[str, NodeGroupSpec] = Field(default_factory=dict, **_schema(
+        maxProperties=DEFAULT_NODE_GROUPS_QUOTA - len(SYSTEM_NODE_GROUPS),
+        propertyNames={"pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+                       "not": {"enum": list(SYSTEM_NODE_GROUPS)}}))
     aws_auth_roles: list[AwsAuthRole] = Field(default_factory=list)
     aws_auth_users: list[AwsAuthUser] = Field(default_factory=list)
-    imds_hop_limit: StrictInt = 1  # exaprov extra: IMDSv2 hop limit on the launch templates
+    imds_hop_limit: Int = Field(1, **_schema(  # exaprov extra: IMDSv2 hop limit
+        minimum=1, maximum=64))
     # EKS in December 2026 (exaprov/steps/addons.py, exaprov/eks_versions.py): what happens at
     # the end of standard support (STANDARD: EKS upgrades the control plane; EXTENDED: billed at
     # $0.60 instead of $0.10 per hour), deletion protection, and managed add-ons pinned to a
@@ -607,6 +847,9 @@ class ClusterConfig(_Model):
     def _public_cidrs(cls, cidrs: list[str]) -> list[str]:
         if not cidrs:
             _fail("must not be empty", cidrs, "list at least one CIDR, e.g. [0.0.0.0/0]")
+        if len(cidrs) > MAX_PUBLIC_ACCESS_CIDRS:
+            _fail(f"has {len(cidrs)} CIDR blocks", cidrs,
+                  f"EKS allows at most {MAX_PUBLIC_ACCESS_CIDRS} per cluster")
         problems = [_Problem((i,), problem[0], cidr, problem[1]) for i, cidr in enumerate(cidrs)
                     if (problem := _ipv4_cidr_problem(cidr))]
         if problems:
@@ -666,6 +909,19 @@ class ClusterConfig(_Model):
             _fail_all(problems)
         return groups
 
+    @model_validator(mode="after")
+    def _node_group_count(self) -> ClusterConfig:
+        quota = node_groups_quota()
+        count = len(SYSTEM_NODE_GROUPS) + len(self.runner_pools) + len(self.additional_node_groups)
+        if count > quota:
+            _fail(f"makes {count} node groups with the {len(SYSTEM_NODE_GROUPS)} system ones and "
+                  f"additional_node_groups, more than the {quota} managed node groups EKS allows "
+                  "per cluster", len(self.runner_pools),
+                  f"at most {quota - len(SYSTEM_NODE_GROUPS)} pools and additional groups; a "
+                  "raised quota (Service Quotas -> Amazon EKS -> Managed node groups per "
+                  f"cluster): set {NODE_GROUPS_QUOTA_ENV} to it", at=("runner_pools",))
+        return self
+
     @field_validator("imds_hop_limit")
     @classmethod
     def _hop_limit(cls, v: int) -> int:
@@ -677,12 +933,17 @@ class ClusterConfig(_Model):
 class BackendConfig(_Model):
     """SPEC section 3: the module repository's RDS Postgres and S3 bucket."""
 
-    exadeploy_id: str = ""  # "" = exafunction-mrbe-<name>
-    db_storage: StrictInt = 15
-    postgres_version: str = "16"
-    db_username: str = "exafunction"
-    db_port: StrictInt = 5432
-    db_instance_class: str = "db.t4g.micro"
+    exadeploy_id: str = Field("", **_schema(  # "" = exafunction-mrbe-<name>
+        type=["string", "null"], maxLength=BACKEND_ID_MAX, pattern=f"^$|{_NAME_PATTERN}"))
+    db_storage: Int = Field(15, **_schema(minimum=5, maximum=65536))
+    postgres_version: str = Field("16", **_schema(
+        type=None, enum=[str(v) for v in POSTGRES_MAJORS] + list(POSTGRES_MAJORS)))
+    db_username: str = Field("exafunction", **_schema(
+        pattern="^[A-Za-z][A-Za-z0-9_]{0,62}$",
+        not_={"pattern": "^([rR][dD][sS]|[pP][gG]_)"}))
+    db_port: Int = Field(5432, **_schema(minimum=1150, maximum=65535))
+    db_instance_class: str = Field("db.t4g.micro",
+                                   **_schema(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$"))
     db_storage_encrypted: StrictBool = True
 
     @field_validator("exadeploy_id", mode="before")
@@ -707,6 +968,7 @@ class BackendConfig(_Model):
     @field_validator("postgres_version", mode="before")
     @classmethod
     def _version_text(cls, v: Any) -> Any:
+        v = _whole_number(v)  # 16.0 is the number 16 (JSON Schema cannot tell them apart)
         if isinstance(v, int) and not isinstance(v, bool):
             return str(v)  # `postgres_version: 16` is what people write
         if isinstance(v, float):
@@ -720,7 +982,7 @@ class BackendConfig(_Model):
         if re.fullmatch(r"\d+(\.\d+)+", v):
             _fail("must be a major version only: minor versions float with AWS auto-upgrades",
                   v, f'write postgres_version: "{v.split(".")[0]}"')
-        if not v.isdigit() or int(v) not in POSTGRES_MAJORS:
+        if not v.isdigit() or int(v) not in POSTGRES_MAJORS or v != str(int(v)):
             _fail("is not a PostgreSQL major version RDS offers", v,
                   f"{POSTGRES_MAJORS[0]} to {POSTGRES_MAJORS[-1]}, as a string like \"16\"")
         return v
@@ -754,13 +1016,17 @@ class BackendConfig(_Model):
 class Config(_Model):
     """The whole config file, with derived names filled in."""
 
-    name: str
-    region: str = DEFAULT_REGION
-    tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"})
-    network: NetworkConfig = Field(default_factory=NetworkConfig)
-    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
-    module_repo_backend: BackendConfig | None = Field(default_factory=BackendConfig)
-    state: str | None = None  # exaprov extra: a state file path or s3://bucket/key
+    name: str = Field(**_schema(pattern=_NAME_PATTERN, maxLength=NAME_MAX))
+    region: str = Field(DEFAULT_REGION, **_schema(enum_regions=True))
+    tags: dict[str, str] = Field(default_factory=lambda: {"owner": "exafunction"},
+                                 **_schema(**_TAGS_SCHEMA))
+    network: NetworkConfig = Field(default_factory=NetworkConfig, **_schema(nullable=True))
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, **_schema(nullable=True))
+    module_repo_backend: BackendConfig | None = Field(default_factory=BackendConfig,
+                                                      **_schema(boolean=True))
+    state: str | None = Field(None, **_schema(  # exaprov extra: a file path or s3://bucket/key
+        pattern=r"\S", anyOf=[{"type": "null"}, {"type": "string", "pattern": "^(?!s3://)"},
+                              {"type": "string", "pattern": "^" + _S3_URL_RE.pattern + "$"}]))
 
     @field_validator("tags")
     @classmethod
@@ -780,8 +1046,8 @@ class Config(_Model):
     @field_validator("region")
     @classmethod
     def _region(cls, v: str) -> str:
-        if not _REGION_RE.fullmatch(v):
-            _fail("is not an AWS region name", v, "write one like us-west-1")
+        if problem := region_problem(v):
+            _fail(problem[0], v, problem[1])
         return v
 
     @field_validator("network", "cluster", mode="before")
@@ -882,6 +1148,80 @@ def _raw_derived_name_lines(data: dict[str, Any]) -> list[str]:
     return [_line(_path(p.at), p.what, p.got, p.allowed) for p in problems]
 
 
+# --- the JSON Schema ---------------------------------------------------------------------------
+
+# What the JSON Schema cannot say (or says only for the default quotas); listed in its
+# description. Each entry: (the rule, a fragment of the validator's message for it) -- the
+# property test checks that a config the schema accepts is refused only for these.
+SCHEMA_CANNOT_EXPRESS: tuple[tuple[str, str], ...] = (
+    ("name must leave room for the derived names: exafunction-cluster-<name> at most "
+     f"{CLUSTER_NAME_MAX} characters unless cluster.cluster_name is set, exafunction-vpc-<name> "
+     "at most 63 unless network.vpc_name is set, exafunction-mrbe-<name> at most "
+     f"{BACKEND_ID_MAX} unless module_repo_backend.exadeploy_id is set", "too long for the derived"),
+    ("min_size <= max_size", "is smaller than min_size"),
+    ("runner pool suffixes are unique", "duplicate suffix"),
+    ("additional_node_groups names differ from runner-<suffix> of the pools",
+     "collides with a runner pool's node group"),
+    (f"{len(SYSTEM_NODE_GROUPS)} system node groups + runner_pools + additional_node_groups <= the "
+     f"node groups quota ({DEFAULT_NODE_GROUPS_QUOTA} by default; {NODE_GROUPS_QUOTA_ENV})",
+     "managed node groups EKS allows"),
+    (f"sizes within the nodes-per-node-group quota when {NODES_QUOTA_ENV} raises it",
+     "nodes EKS allows"),
+    ("CIDR blocks have no host bits set (10.255.1.0/16 is refused)", "has host bits set"),
+    ("IAM and tag rules compared without case (AWS: and aws: are both reserved)", "reserved"),
+    ("db_username is not a PostgreSQL reserved word (user, select, ...)", "reserved by"),
+    ("node_instance_category matches the instance type's accelerator (gpu: NVIDIA GPUs, "
+     "inferentia: AWS Neuron, cpu: none)", "pool on"),
+    (f"a region named in {EXTRA_REGIONS_ENV} is accepted too", "region"),
+)
+
+
+def _known_instance_types() -> list[str]:
+    from exaprov import instance_types
+
+    return sorted(f"{family}.{size}" for family in instance_types.known_families()
+                  for size in instance_types.family_sizes(family) or ())
+
+
+def json_schema() -> dict[str, Any]:
+    """The config file's JSON Schema, from the same models that validate it: every rule JSON
+    Schema can say is in it; the others are listed in its description."""
+    schema = Config.model_json_schema()
+
+    def fix(node: Any) -> None:
+        if isinstance(node, list):
+            for item in node:
+                fix(item)
+            return
+        if not isinstance(node, dict):
+            return
+        for value in list(node.values()):
+            fix(value)
+        if "not_" in node:
+            node["not"] = node.pop("not_")
+        if node.pop("enum_regions", False):
+            node["enum"] = sorted(known_regions())
+        if node.pop("enum_instance_types", False):
+            node["anyOf"] = [{"enum": _known_instance_types()}] + [
+                {"pattern": f"^{re.escape(family)}\\.[a-z0-9]+$"} for family in extra_families()]
+        if node.get("type") is None and "type" in node:
+            del node["type"]
+        for marker, extra in (("nullable", {"type": "null"}), ("boolean", {"type": "boolean"})):
+            if node.pop(marker, False):
+                options = node.pop("anyOf", None) or [{"$ref": node.pop("$ref")}]
+                node["anyOf"] = [*options, extra]
+                if extra["type"] == "boolean" and {"type": "null"} not in options:
+                    node["anyOf"].append({"type": "null"})
+
+    fix(schema)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "exaprov.yaml"
+    schema["description"] = (
+        "exaprov's config file. Rules this schema cannot express, which exaprov checks too: "
+        + "; ".join(rule for rule, _ in SCHEMA_CANNOT_EXPRESS) + ".")
+    return schema
+
+
 # --- entry points ---------------------------------------------------------------------------
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -899,42 +1239,260 @@ def parse_config(data: Any, source: str = "config") -> Config:
     raise ConfigError(list(dict.fromkeys(lines)), source)
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys: PyYAML would silently keep the last one."""
+# --- reading the file: YAML 1.2 core rules, bounded -------------------------------------------
+
+# A config is a few hundred nodes; these bounds stop a hostile or broken file (nested aliases
+# expanding to gigabytes, thousands of nested brackets) in milliseconds with a clear message.
+MAX_CONFIG_BYTES = 256 * 1024  # a full config with 30 pools is about 15 KB
+MAX_YAML_DEPTH = 32  # the deepest real key, cluster.runner_pools[i].additional_taints[j].key, is 6
+MAX_YAML_NODES = 5_000  # keys and values, once aliases and merge keys are expanded (30 pools: ~800)
+_AMBIGUOUS_TAG = "tag:exaprov,2026:yaml11-only"
+
+
+class _Yaml11Only(NamedTuple):
+    """A scalar YAML 1.1 reads as a number and YAML 1.2 as text (or another number): exaprov
+    refuses to guess which one the writer meant."""
+
+    text: str
+    line: int
+
+
+def _yaml11_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)  # what PyYAML (YAML 1.1) would have made of it
+    except yaml.YAMLError:  # pragma: no cover - the forms routed here all load
+        return text
+
+
+def _yaml11_advice(text: str) -> tuple[str, str]:
+    """(what is wrong, how to write it) for a YAML 1.1-only number form."""
+    try:
+        return _yaml11_advice_for(text)
+    except ValueError:  # digits its base does not have, like 0o9: no number in either YAML
+        return ("looks like a number in a YAML 1.1-only form", f'quote it for text: "{text}"')
+
+
+def _yaml11_advice_for(text: str) -> tuple[str, str]:
+    old = _yaml11_value(text)
+    bare = text.lstrip("+-")
+    if ":" in text:
+        return (f"is a YAML 1.1 base-60 number ({old}), text in YAML 1.2",
+                f'quote it for text: "{text}"; write {old} for the number')
+    if bare[:2] in ("0o", "0O"):
+        return ("is an octal number", f"write the number in decimal ({int(bare[2:] or '0', 8)})"
+                f', or quote it for text: "{text}"')
+    if bare[:2] in ("0b", "0B"):
+        return (f"is a YAML 1.1 binary number ({old}), text in YAML 1.2",
+                f'write it in decimal ({old}), or quote it for text: "{text}"')
+    if "_" in text:
+        digits = text.replace("_", "")
+        return (f"has '_' digit separators: YAML 1.1 reads it as {old}, YAML 1.2 as text",
+                f'write {digits}, or quote it for text: "{text}"')
+    decimal = str(int(text.replace("_", "")))
+    old_text = "as text" if isinstance(old, str) else f"as the octal number {old}"
+    return (f"has a leading zero: YAML 1.1 reads it {old_text}, YAML 1.2 as {decimal}",
+            f'write {decimal}, or quote it for text: "{text}"')
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core schema rules.
+
+    - booleans are only true/false (any case form YAML 1.2 allows); yes/no/on/off are text;
+    - null is ~, null or nothing; dates stay text;
+    - integers are decimal (or 0x hex) and floats need a digit: `1.30` is still the number 1.3;
+    - the forms YAML 1.1 reads as numbers and YAML 1.2 does not (leading zeros like 05432,
+      0o/0b prefixes, `_` separators, base-60 like 1:30:00) are refused with how to write them;
+    - duplicate keys are refused (PyYAML would keep the last one silently);
+    - aliases and merge keys (`<<: *base`) work, within MAX_YAML_DEPTH and MAX_YAML_NODES.
+    """
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        # The composer recurses once per level: bound it before Python's own limit does, and
+        # stop counting values early rather than parse a huge file to the end.
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_YAML_DEPTH} levels",
+                    self.peek_event().start_mark)
+            if self._nodes > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"has more than {MAX_YAML_NODES} keys and values; a config has "
+                    "a few hundred", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<`: merged keys may be overridden by the mapping's own
             key = self.construct_object(key_node, deep=deep)
-            if key != "<<" and isinstance(key, (str, int, float, bool)) and key in seen:
+            if isinstance(key, (dict, list)):  # `? name: x` makes a mapping the key
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text, not a {type(key).__name__}",
+                    key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml11_only(self, node: yaml.ScalarNode) -> _Yaml11Only:
+        return _Yaml11Only(node.value, node.start_mark.line + 1)
+
+
+ConfigLoader.add_constructor(_AMBIGUOUS_TAG, ConfigLoader.construct_yaml11_only)
+# Order matters: for a given first character, the first matching pattern wins.
+ConfigLoader.add_implicit_resolver(
+    _AMBIGUOUS_TAG, re.compile(r"""^(?:[-+]?0[0-9_]+
+    |[-+]?0[oObB][0-9a-fA-F_]*
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?
+    |[-+]?[0-9][0-9]*_[0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]*\.[0-9]*_[0-9_]*)$""", re.X), list("-+0123456789."))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
+ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
+# YAML 1.2 core reads 0x hex as int; PyYAML's int constructor also takes `_` and 0o, which
+# never reach it (routed to the refusal above).
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand past MAX_YAML_NODES values or MAX_YAML_DEPTH
+    levels, or that contains itself; counted on the node graph (each node once), so a
+    billion-laughs file is refused in microseconds without being expanded."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded values, expanded depth)
+    active: set[int] = set()
+
+    def walk(node: yaml.Node) -> tuple[int, int]:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to a value that "
+                                              "contains it (a loop)", node.start_mark)
+        active.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total, depth = 1, 0
+        for child in children:
+            size, child_depth = walk(child)
+            total, depth = total + size, max(depth, child_depth)
+            if total > MAX_YAML_NODES:
+                raise yaml.composer.ComposerError(
+                    None, None, f"expands to more than {MAX_YAML_NODES} keys and values "
+                    "(each alias repeats what it refers to)", node.start_mark)
+        if depth + 1 > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels once aliases are "
+                "expanded", node.start_mark)
+        active.discard(key)
+        sizes[key] = (total, depth + 1)
+        return sizes[key]
+
+    walk(root)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse one YAML document with ConfigLoader's rules and bounds."""
+    loader = ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _yaml11_lines(data: Any, at: tuple[Any, ...] = ()) -> list[str]:
+    """One line per YAML 1.1-only number, naming its key."""
+    if isinstance(data, _Yaml11Only):
+        what, allowed = _yaml11_advice(data.text)
+        return [_line(_path(at), f"{data.text} (line {data.line}) {what}", allowed=allowed)]
+    lines: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, _Yaml11Only):
+                what, allowed = _yaml11_advice(key.text)
+                lines.append(_line(_path(at), f"the key {key.text} (line {key.line}) {what}",
+                                   allowed=allowed))
+                key = key.text
+            lines += _yaml11_lines(value, (*at, key if isinstance(key, (str, int)) else str(key)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            lines += _yaml11_lines(value, (*at, index))
+    return lines
+
+
+def _read_config_text(path: Path, source: str) -> str:
+    """The file's text: a regular file, at most MAX_CONFIG_BYTES, UTF-8."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(["config file not found; create one with `exaprov init` or point "
+                           "--config at it"], source) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError([f"is {file_kind(info.st_mode)}, not a config file; point --config at "
+                           "a YAML file"], source)
+    if info.st_size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"the config file is {info.st_size} bytes; a config is at most "
+                           f"{MAX_CONFIG_BYTES} bytes"], source)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"the config file is over {MAX_CONFIG_BYTES} bytes"], source)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(["the config file is not UTF-8 text"], source) from None
+
 
 def load_config(path: str | Path) -> Config:
     """Read and validate the config file at `path`."""
     source = str(path)
+    text = _read_config_text(Path(path), source)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(["config file not found; create one with `exaprov init` or point "
-                           "--config at it"], source) from None
-    except UnicodeDecodeError:
-        raise ConfigError(["the config file is not UTF-8 text"], source) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read the config file: {exc.strerror or exc}"], source) from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: still safe
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([_yaml_problem(exc)], source) from None
+    except (RecursionError, MemoryError):  # pragma: no cover - the bounds above come first
+        raise ConfigError(["invalid YAML: too deeply nested or too large"], source) from None
     if data is None:
         raise ConfigError(["the config file is empty; it needs at least `name: <deployment>`"],
                           source)
     if not isinstance(data, dict):
         raise ConfigError([f"the top level must be a mapping of keys to values, not a "
                            f"{type(data).__name__}; start with `name: <deployment>`"], source)
+    if lines := _yaml11_lines(data):
+        raise ConfigError(lines, source)
     return parse_config(data, source)
 
 

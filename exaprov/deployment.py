@@ -17,6 +17,7 @@ from typing import Any
 from exaprov import engine, identity, saved_plan
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
+from exaprov.paths import check_file
 from exaprov.saved_plan import SavedPlan
 from exaprov.state import (
     LocalStateStore,
@@ -43,6 +44,8 @@ class Target:
     endpoint_url: str | None = None
     sandbox: bool = False
     credentials: dict[str, str] = field(default_factory=dict)
+    # False for the commands that only read the state (plan, status, outputs, kubeconfig).
+    writes_state: bool = True
 
 
 class _LazyClient:
@@ -61,6 +64,8 @@ class _LazyClient:
 class Deployment:
     def __init__(self, target: Target) -> None:
         self.target = target
+        if Path(target.config_path).exists():  # a missing one: load_config says how to make it
+            check_file("--config", target.config_path, write=False, what="config file")
         self.cfg: Config = load_config(target.config_path)
         if target.region and target.region != self.cfg.region:
             self.cfg = parse_config({**self.cfg.model_dump(), "region": target.region},
@@ -69,7 +74,8 @@ class Deployment:
         location = str(target.state_path) if target.state_path else self.cfg.state
         self.store: StateStore = self._store(location)
 
-    def _store(self, location: str | None) -> StateStore:
+    def _store(self, location: str | None, flag: str | None = None,
+               write: bool | None = None) -> StateStore:
         """Local file by default; `--state s3://bucket/key` (or `state:` in the config) for a
         team: the S3 client is built lazily, only when the state is first touched."""
         if location and location.startswith("s3://"):
@@ -77,8 +83,14 @@ class Deployment:
 
             parse_s3_url(location)  # a malformed URL is bad input: exit 2 before any AWS call
             return S3StateStore(location, _LazyClient(lambda: self.aws.client("s3")))
-        return LocalStateStore(Path(location) if location else
-                               default_state_path(self.cfg.name, sandbox=self.target.sandbox))
+        path = Path(location) if location else default_state_path(self.cfg.name,
+                                                                  sandbox=self.target.sandbox)
+        flag = flag or ("--state" if self.target.state_path else
+                        "state (the config's key)" if self.cfg.state else "the default state file")
+        # Before the lock and any AWS call: a FIFO here would hang while holding the lock.
+        check_file(flag, path, write=self.target.writes_state if write is None else write,
+                   what="state file")
+        return LocalStateStore(path)
 
     # -- pieces -------------------------------------------------------------------
 
@@ -117,8 +129,13 @@ class Deployment:
                              hint="a deployment cannot move region; use the right --region")
 
     def check_account(self, state: State, writer: StateWriter | None) -> None:
-        account = self.aws.account_id()
         recorded = state.data.get("account_id")
+        if recorded is not None and not (isinstance(recorded, str) and recorded.isdigit()
+                                         and len(recorded) == 12):
+            raise StateError(f"{self.store.location}: account_id must be a 12-digit string "
+                             f"(got {str(recorded)[:40]!r}, a {type(recorded).__name__})",
+                             hint="quote it in the state file, or restore the backup")
+        account = self.aws.account_id()
         if recorded and recorded != account:
             raise StateError(f"{self.store.location} is for AWS account {recorded}, but the "
                              f"credentials are for {account}",
@@ -349,8 +366,8 @@ class Deployment:
     def copy_state(self, to: str | None = None, source: str | None = None) -> None:
         """`state push` (this store → `to`) or `state pull` (`source` → this store), under both
         locks; refuses to overwrite a state of another lineage."""
-        origin = self._store(source) if source else self.store
-        target = self._store(to) if to else self.store
+        origin = self._store(source, "SOURCE", write=False) if source else self.store
+        target = self._store(to, "DESTINATION", write=True) if to else self.store
         with origin.lock(command_line()), target.lock(command_line()):
             state = origin.read()
             if state is None:

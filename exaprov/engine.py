@@ -29,6 +29,7 @@ from graphlib import TopologicalSorter
 from typing import Any, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from exaprov.errors import (
     AwsError,
@@ -36,7 +37,7 @@ from exaprov.errors import (
     ExaprovError,
     InputError,
     LostAnswer,
-    error_code,
+    from_botocore,
     is_not_found,
 )
 from exaprov.lost_answers import creating, was_lost
@@ -109,6 +110,12 @@ class RunResult:
 
 
 class Reporter(Protocol):
+    """What a command shows while steps run. Two methods are optional (looked up with getattr,
+    so a reporter with only these three still works): `planned(steps)`, the steps the run
+    walks, once before the first starts; and `waiting(step, resource, state, seconds, done)`,
+    each poll of a wait for one resource (done=True when that wait ends), which replaces
+    that wait's `activity` lines so each waited-on resource can have a line of its own."""
+
     def started(self, step: str) -> None: ...
 
     def activity(self, step: str, text: str) -> None: ...
@@ -122,6 +129,10 @@ class NullReporter:
 
     def activity(self, step: str, text: str) -> None:
         log.info("%s: %s", step, text)
+
+    def waiting(self, step: str, resource: str, state: str, seconds: float, done: bool) -> None:
+        if not done:
+            log.info("%s: waiting for %s: %s (%.0fs)", step, resource, state, seconds)
 
     def finished(self, outcome: Outcome) -> None:
         pass
@@ -380,11 +391,8 @@ class StepContext:
         self.cancel.check()
         try:
             return fn(*args)
-        except ClientError as exc:
-            raise AwsError(self.step, exc.operation_name, error_code(exc) or "Error",
-                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
-        except BotoCoreError as exc:
-            raise AwsError(self.step, "request", type(exc).__name__, str(exc)) from exc
+        except (ClientError, BotoCoreError, ResponseParserError) as exc:
+            raise from_botocore(self.step, exc) from exc
 
     def mutate(self, fn: Callable[..., T], *args: Any) -> T:
         """`call` for a change to AWS: shared reads taken before (or during) it are stale."""
@@ -396,9 +404,12 @@ class StepContext:
 
     def wait_until(self, what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
                    timeout: float, interval: float, describe: Callable[[T], str] = str) -> T:
+        waiting = getattr(self.run.reporter, "waiting", None)
+        progress = None if waiting is None else (
+            lambda state, seconds, done: waiting(self.step, what, state, seconds, done))
         return wait_until(what, lambda: self.call(probe), ready, timeout=timeout,
                           interval=interval, cancel=self.cancel, report=self.report,
-                          describe=describe)
+                          describe=describe, progress=progress)
 
     def wait_gone(self, what: str, status: Callable[[], str], *, timeout: float,
                   interval: float) -> None:
@@ -439,6 +450,9 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         run.reporter.started(name)
         running[pool.submit(work, name)] = (name, time.monotonic())
 
+    planned = getattr(run.reporter, "planned", None)
+    if planned is not None:
+        planned(list(graph))
     pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL_STEPS, thread_name_prefix="step")
     abandon = False
     try:

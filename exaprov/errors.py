@@ -7,8 +7,13 @@ The CLI is the only place that turns these into messages and exit codes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
+
+# The AWS call each thread made last, (service, operation), set by exaprov.aws: an answer that
+# cannot be parsed fails before botocore names its call anywhere else.
+LAST_CALL = threading.local()
 
 
 class ExaprovError(Exception):
@@ -99,9 +104,46 @@ class AwsError(ExaprovError):
     """An AWS call failed; names the step and the operation."""
 
     def __init__(self, step: str, operation: str, code: str, message: str,
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, no_hint: bool = False) -> None:
         self.step, self.operation, self.code = step, operation, code
-        super().__init__(f"{step}: {operation} failed ({code}): {message}", hint or HINTS.get(code))
+        super().__init__(f"{step}: {operation} failed ({code}): {message}",
+                         None if no_hint else hint or HINTS.get(code))
+
+
+# What an endpoint that is not AWS (an emulator, a proxy, a wrong URL) answers for an API it
+# does not have: HTTP 501, or the codes AWS's own protocols use for an unknown action.
+_NOT_IMPLEMENTED_CODES = {"501", "NotImplemented", "NotImplementedException", "InvalidAction",
+                          "UnknownOperationException", "UnrecognizedClientException"}
+
+
+def not_implemented_call(exc: BaseException) -> tuple[str, str] | None:
+    """(service, operation) when `exc` says the endpoint does not implement that call at all:
+    an HTTP 501, an unknown-operation code, or an answer that is not AWS's (unparseable)."""
+    if type(exc).__name__ == "ResponseParserError":  # not AWS's answer: HTML, a proxy's page...
+        return getattr(LAST_CALL, "call", None) or ("the service", "?")
+    response: Any = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    meta = response.get("ResponseMetadata", {})
+    if meta.get("HTTPStatusCode") == 501 or error_code(exc) in _NOT_IMPLEMENTED_CODES:
+        return meta.get("ExaprovService", "the service"), getattr(exc, "operation_name", "?")
+    return None
+
+
+def from_botocore(step: str, exc: BaseException) -> AwsError:
+    """The AwsError for a botocore error raised by a call of `step`."""
+    operation = getattr(exc, "operation_name", None) or "request"
+    unimplemented = not_implemented_call(exc)
+    if unimplemented is not None:
+        service, operation = unimplemented
+        return AwsError(step, operation, error_code(exc) or type(exc).__name__,
+                        f"this endpoint does not implement {service} {operation} (its answer "
+                        "is not AWS's)", no_hint=True)
+    response: Any = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return AwsError(step, operation, error_code(exc) or "Error",
+                        response.get("Error", {}).get("Message", str(exc)))
+    return AwsError(step, "request", type(exc).__name__, str(exc))
 
 
 class LostAnswer(ExaprovError):

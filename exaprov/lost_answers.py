@@ -58,5 +58,6 @@ def was_lost(exc: BaseException) -> bool:
 
 
 def _maybe_done(status: int, code: str | None) -> bool:
-    """A 5xx may come after AWS did the work; a throttling answer never does."""
-    return status >= 500 and code not in THROTTLED
+    """A 5xx may come after AWS did the work; a throttling answer never does, nor a 501 (HTTP:
+    the server does not support the request at all, so it did nothing)."""
+    return status >= 500 and status != 501 and code not in THROTTLED

@@ -3,8 +3,17 @@
 Every exaprov command given `--sandbox` talks to one local emulator
 (`exaprov.emulator`) on 127.0.0.1. It runs in a detached process that
 outlives the command, so that `up`, `status` and `destroy` run as separate
-processes see the same emulated AWS world. Its pid and port are recorded in
-`<state>/sandbox/server.json`; its output goes to `<state>/sandbox/server.log`.
+processes see the same emulated AWS world.
+
+There is one emulator per user, not per working folder: it stands for one AWS account,
+and like an account it is shared by every folder the user works in (the user's own tools
+reach the same one through `exaprov sandbox env`). Its pid and port are recorded in
+`$XDG_STATE_HOME/exaprov/sandbox/server.json` (by default `~/.local/state/exaprov/sandbox/`),
+its output goes to `server.log` beside it; EXAPROV_SANDBOX_HOME names another folder (a
+second, separate "account"). What the emulator holds lives only in its memory. A sandbox
+deployment's state stays in its folder (`state/sandbox/deployments/<name>.json`); two folders
+deploying the same name into one emulator meet the same resources by their tags, exactly as
+two checkouts would in one AWS account.
 """
 
 from __future__ import annotations
@@ -42,16 +51,33 @@ _LOCK = "server.lock"
 _READY = "server.ready"
 _EMULATOR_MODULE = "exaprov.emulator"
 _POLL = 0.05
+_LOG_BOUND = 5 * 1024 * 1024  # bytes of server.log before a start moves it to server.log.1
+LEGACY_ROOT = Path("state")  # exaprov before one emulator per user kept one per folder here
+ENV_SANDBOX_HOME = "EXAPROV_SANDBOX_HOME"
+TAG_DEPLOYMENT = "exaprov:deployment"  # exaprov.engine's, without importing the engine
 
 # Emulators this process started: kept so they can be reaped (no zombies that
 # look alive) and so Popen does not warn about a child still running.
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def sandbox_dir(state_root: Path = Path("state")) -> Path:
+def user_root() -> Path:
+    """Where the user's sandbox lives: EXAPROV_SANDBOX_HOME, else `$XDG_STATE_HOME/exaprov`
+    (XDG Base Directory: state that persists between runs; default ~/.local/state)."""
+    explicit = os.environ.get(ENV_SANDBOX_HOME, "").strip()
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "exaprov"
+
+
+def sandbox_dir(state_root: Path | None = None) -> Path:
     """The folder of the sandbox's record, log and lock; private to the user (0700)."""
-    path = Path(state_root) / "sandbox"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from exaprov.state import ensure_private_dir
+
+    path = Path(state_root if state_root is not None else user_root()) / "sandbox"
+    ensure_private_dir(path)  # and the folders above it it makes: 0700 whatever the umask
     os.chmod(path, 0o700)
     return path
 
@@ -200,6 +226,10 @@ def _start(directory: Path, timeout: float) -> dict[str, Any]:
     ready = directory / _READY
     ready.unlink(missing_ok=True)
     log = directory / _LOG
+    # One log for every start of the user's emulator: keep the previous one aside past a bound.
+    with contextlib.suppress(OSError):
+        if log.stat().st_size > _LOG_BOUND:
+            os.replace(log, log.with_name(_LOG + ".1"))
     log_fd = _open_private(log, os.O_WRONLY | os.O_APPEND)
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     os.write(log_fd, f"--- exaprov {__version__}: starting emulator at {started_at}\n".encode())
@@ -249,8 +279,9 @@ def _start(directory: Path, timeout: float) -> dict[str, Any]:
             "started_at": started_at, "version": __version__}
 
 
-def ensure_running(state_root: Path = Path("state"), timeout: float = 30.0) -> str:
-    """The endpoint URL of the sandbox emulator, starting one if none is running.
+def start(state_root: Path | None = None, timeout: float = 30.0) -> tuple[dict[str, Any], bool]:
+    """The record of the running sandbox emulator, starting one if none is running, and
+    whether this call started it.
 
     A recorded server is reused only if its pid is alive, runs exaprov.emulator
     and answers HTTP; otherwise the record is stale and a fresh server replaces it.
@@ -262,15 +293,98 @@ def ensure_running(state_root: Path = Path("state"), timeout: float = 30.0) -> s
             pid, endpoint = record["pid"], record["endpoint"]
             if _is_our_emulator(pid):
                 if _answers(endpoint):
-                    return endpoint
+                    return record, False
                 _terminate(pid, 5.0)  # ours but hung: do not leak it
         (directory / _RECORD).unlink(missing_ok=True)
         record = _start(directory, timeout)
         _write_record(directory / _RECORD, record)
-        return record["endpoint"]
+        return record, True
 
 
-def status(state_root: Path = Path("state")) -> dict[str, Any] | None:
+def started_message(record: dict[str, Any]) -> str:
+    return (f"started the sandbox emulator at {record['endpoint']} (pid {record['pid']}); "
+            "`exaprov sandbox stop` stops it")
+
+
+def ensure_running(state_root: Path | None = None, timeout: float = 30.0,
+                   announce: bool = True) -> str:
+    """The endpoint URL of the sandbox emulator, starting one if none is running (and then,
+    with `announce`, saying so on stderr: a process that outlives the command must not
+    start silently)."""
+    record, started = start(state_root, timeout)
+    if started and announce:
+        sys.stderr.write(started_message(record) + "\n")
+        sys.stderr.flush()
+    return str(record["endpoint"])
+
+
+def env_exports(endpoint: str, region: str) -> str:
+    """Shell lines that point aws-cli, boto3 and the other SDKs at the emulator:
+    `eval "$(exaprov sandbox env)"`. botocore reads AWS_DEFAULT_REGION, the other SDKs and
+    aws-cli v2 AWS_REGION; AWS_ENDPOINT_URL is every SDK's global endpoint override."""
+    import shlex
+
+    values = {"AWS_ENDPOINT_URL": endpoint,
+              "AWS_ACCESS_KEY_ID": SANDBOX_CREDENTIALS["aws_access_key_id"],
+              "AWS_SECRET_ACCESS_KEY": SANDBOX_CREDENTIALS["aws_secret_access_key"],
+              "AWS_REGION": region, "AWS_DEFAULT_REGION": region}
+    lines = [f"export {k}={shlex.quote(v)}\n" for k, v in values.items()]
+    if any(os.environ.get(v) for v in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")):
+        # A proxy must not see loopback traffic (and cannot reach the user's loopback anyway).
+        lines.append(f'export NO_PROXY="${{NO_PROXY:+$NO_PROXY,}}{SANDBOX_HOST}"\n')
+    return "".join(lines)
+
+
+def _requests_by_service(endpoint: str) -> dict[str, int] | None:
+    """The emulator's request counts by service (None if it does not say)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"{endpoint}/exaprov-emulator/requests", timeout=5) as response:
+            counts = json.loads(response.read()).get("by_service")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return counts if isinstance(counts, dict) else None
+
+
+def deployments(endpoint: str, regions: list[str]) -> list[tuple[str, str]]:
+    """The deployments living in the emulator, as (name, region), region "" when unknown.
+
+    Every deployment's IAM roles carry its tag, and IAM is global: one look finds them all
+    wherever they live (and its roles go late in a destroy). Where they live: the VPCs with
+    the tag in `regions` (a deployment's first resource and one of its last to go). Not every
+    region: the emulator makes each region's EC2 world on first use, a second or more each.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    from exaprov.aws import _bypass_proxy_for
+
+    served = _requests_by_service(endpoint)
+    if served is not None and not served.get("iam") and not served.get("ec2"):
+        return []  # nothing ever asked it for a role or a VPC: no deployment lives in it
+    _bypass_proxy_for(endpoint)
+    session = boto3.Session(**SANDBOX_CREDENTIALS)
+    iam = session.client("iam", region_name="us-east-1", endpoint_url=endpoint)
+    names: set[str] = set()
+    for page in iam.get_paginator("list_roles").paginate():
+        for role in page["Roles"]:
+            tags = iam.list_role_tags(RoleName=role["RoleName"])["Tags"]
+            names.update(t["Value"] for t in tags if t["Key"] == TAG_DEPLOYMENT)
+
+    def in_region(region: str) -> list[tuple[str, str]]:
+        ec2 = session.client("ec2", region_name=region, endpoint_url=endpoint)
+        vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag-key", "Values": [TAG_DEPLOYMENT]}])["Vpcs"]
+        return [(tag["Value"], region) for vpc in vpcs for tag in vpc.get("Tags", [])
+                if tag["Key"] == TAG_DEPLOYMENT]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        found = {pair for pairs in pool.map(in_region, sorted(set(regions))) for pair in pairs}
+    located = {name for name, _ in found}
+    return sorted(found | {(name, "") for name in names - located})
+
+
+def status(state_root: Path | None = None) -> dict[str, Any] | None:
     """The server record plus `running` (alive and answering); None without a record."""
     record = _read_record(sandbox_dir(state_root))
     if record is None:
@@ -279,7 +393,15 @@ def status(state_root: Path = Path("state")) -> dict[str, Any] | None:
     return {**record, "running": running}
 
 
-def stop(state_root: Path = Path("state"), timeout: float = 10.0) -> bool:
+def stop_legacy(timeout: float = 10.0) -> bool:
+    """Stop the per-folder emulator an older exaprov may have left in ./state/sandbox (only
+    if its record is there: never creates the folder)."""
+    if not (LEGACY_ROOT / "sandbox" / _RECORD).is_file():
+        return False
+    return stop(LEGACY_ROOT, timeout)
+
+
+def stop(state_root: Path | None = None, timeout: float = 10.0) -> bool:
     """Stop the sandbox emulator and remove its record; True if a server was stopped.
 
     The emulator keeps its AWS world only in memory: everything in it is lost.

@@ -189,7 +189,7 @@ class LocalStateStore:
         state.data["exaprov_version"] = __version__
         text = state.dumps()
         try:
-            _ensure_private_dir(self.path.parent)
+            ensure_private_dir(self.path.parent)
             if self._last_text is not None:
                 _atomic_write(self.backup_path, self._last_text)
             _atomic_write(self.path, text)
@@ -231,7 +231,7 @@ class LocalStateStore:
     @contextlib.contextmanager
     def lock(self, command: str) -> Iterator[dict[str, Any] | None]:
         """Hold the deployment's exclusive lock; yields the info of a stale holder, if any."""
-        _ensure_private_dir(self.lock_path.parent)
+        ensure_private_dir(self.lock_path.parent)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         os.fchmod(fd, 0o600)
         try:
@@ -243,6 +243,12 @@ class LocalStateStore:
                                        "kernel has already released the lock") from None
             # Info left behind means the previous holder died without releasing.
             stale = _read_info(fd) or None
+            # A state left readable by others (an older exaprov, a `cp`) becomes 0600 now,
+            # not only when this run next writes it.
+            for path in (self.path, self.backup_path):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mode & 0o077:
+                        os.chmod(path, 0o600)
             info = {"pid": os.getpid(), "host": socket.gethostname(),
                     "command": command, "since": _now(), "exaprov_version": __version__}
             os.ftruncate(fd, 0)
@@ -280,7 +286,19 @@ def _read_info(fd: int) -> dict[str, Any]:
         info = json.loads(raw) if raw.strip() else {}
     except (OSError, ValueError):
         return {}
-    return info if isinstance(info, dict) else {}
+    return printable_info(info) if isinstance(info, dict) else {}
+
+
+def printable_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Lock info as it may be printed: anyone who can write the lock file chooses its text, so
+    control characters (terminal escape codes) are shown escaped and each value is cut short."""
+    def clean(value: Any) -> Any:
+        if isinstance(value, (bool, int, float)) or value is None:
+            return value
+        text = str(value)[:200]
+        return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+    return {clean(k): clean(v) for k, v in list(info.items())[:20]}
 
 
 def process_gone(info: dict[str, Any]) -> bool:
@@ -312,7 +330,7 @@ def _held_message(location: str, info: dict[str, Any]) -> str:
             f"since {info.get('since')} (running: {info.get('command')})")
 
 
-def _ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: Path) -> None:
     """Create missing folders 0700 whatever the umask; folders that exist are the user's."""
     missing = []
     while not path.exists():
@@ -326,7 +344,7 @@ def _ensure_private_dir(path: Path) -> None:
 
 def write_private(path: Path, text: str) -> None:
     """Write a file only its owner can read, atomically (missing folders made 0700)."""
-    _ensure_private_dir(Path(path).parent)
+    ensure_private_dir(Path(path).parent)
     _atomic_write(Path(path), text)
 
 

@@ -32,7 +32,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from exaprov import __version__
 from exaprov.errors import ExaprovError, InputError, LockedError, StateError, error_code
-from exaprov.state import DamagedStateError, State, process_gone, stamp, write_private
+from exaprov.state import (
+    DamagedStateError,
+    State,
+    printable_info,
+    process_gone,
+    stamp,
+    write_private,
+)
 
 SSE = "AES256"
 CONTENT_TYPE = "application/json"
@@ -360,6 +367,7 @@ class S3StateStore:
             info = self._read_lock() or {}
         except (ClientError, BotoCoreError):
             info = {}
+        info = printable_info(info) if isinstance(info, dict) else {}
         if info:
             by = f"{info.get('owner')}'s " if info.get("owner") else ""
             message = (f"{self.location} is locked by {by}pid {info.get('pid')} on "

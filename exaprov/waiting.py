@@ -37,10 +37,15 @@ def _fmt(seconds: float) -> str:
 def wait_until(what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
                timeout: float, interval: float, cancel: CancelToken,
                report: Callable[[str], None], describe: Callable[[T], str] = str,
-               hint: str = "run the command again to keep waiting") -> T:
+               hint: str = "run the command again to keep waiting",
+               progress: Callable[[str, float, bool], None] | None = None) -> T:
     """Poll `probe` until `ready(result)`; first poll at once, then backing off to `interval`.
 
     `timeout` and `interval` are in real-AWS seconds and scaled by EXAPROV_TIME_SCALE.
+    With `progress`, each poll is reported as `progress(state, seconds waited, False)` instead
+    of a line of text, and the end of the wait (ready, failed or cancelled) as
+    `progress(last state, seconds waited, True)`: a live view gives each waited-on resource
+    its own line and removes it when its wait ends.
     """
     started = time.monotonic()
     last: list[T] = []
@@ -49,7 +54,10 @@ def wait_until(what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
         cancel.check()
         result = probe()
         last[:] = [result]
-        report(f"waiting for {what}: {describe(result)} ({_fmt(time.monotonic() - started)})")
+        if progress is not None:
+            progress(describe(result), time.monotonic() - started, False)
+        else:
+            report(f"waiting for {what}: {describe(result)} ({_fmt(time.monotonic() - started)})")
         return result
 
     retrying = Retrying(
@@ -64,6 +72,9 @@ def wait_until(what: str, probe: Callable[[], T], ready: Callable[[T], bool], *,
         state = describe(last[0]) if last else "unknown"
         raise WaitTimeout(f"{what} still {state} after {_fmt(scaled(timeout))}",
                           hint=hint) from None
+    finally:
+        if progress is not None:
+            progress(describe(last[0]) if last else "unknown", time.monotonic() - started, True)
 
 
 def retry_while(what: str, call: Callable[[], T], codes: set[str], *, timeout: float,

@@ -35,8 +35,11 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def isolate_environment(patch: pytest.MonkeyPatch, folder: Path) -> None:
     """Fake credentials, no real endpoint, no profile: nothing can reach real AWS."""
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
-                "EXAPROV_CRASH_AT"):
+                "EXAPROV_CRASH_AT", "EXAPROV_SANDBOX_HOME"):
         patch.delenv(var, raising=False)
+    # The sandbox emulator is one per user, recorded under $XDG_STATE_HOME: each test gets its
+    # own, and never the real user's.
+    patch.setenv("XDG_STATE_HOME", str(folder / "xdg-state"))
     patch.setenv("AWS_ACCESS_KEY_ID", "testing")
     patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     patch.setenv("AWS_DEFAULT_REGION", REGION)

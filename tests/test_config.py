@@ -94,8 +94,8 @@ def test_bad_yaml_text_is_one_clear_line(tmp_path: Path, text: str, expected: st
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_config(tmp_path)  # a directory
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
 
 
 def test_parse_config_refuses_non_mappings() -> None:

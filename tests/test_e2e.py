@@ -14,6 +14,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from exaprov import sandbox
 from tests.conftest import REGION, tagged
 
 pytestmark = pytest.mark.e2e
@@ -86,13 +87,13 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
     run("init", cwd=tmp_path)
     try:
         up = run("up", "--sandbox", "--yes", cwd=tmp_path)
-        assert "waiting for cluster exafunction-cluster-example: CREATING" in up.stderr
-        assert "waiting for node group runner-cpu: CREATING" in up.stderr
+        assert "EKS cluster exafunction-cluster-example: creating, " in up.stderr
+        assert "node group runner-cpu: creating, " in up.stderr
+        assert "node group runner-cpu: ACTIVE after " in up.stderr
         status = json.loads(run("status", "--sandbox", "--output", "json", cwd=tmp_path).stdout)
         assert status["in_sync"] is True
         assert {r["address"] for r in status["resources"]} >= {"cluster.cluster", "nat.nat"}
-        record: dict[str, Any] = json.loads(
-            (tmp_path / "state" / "sandbox" / "server.json").read_text())
+        record: dict[str, Any] = json.loads((sandbox.sandbox_dir() / "server.json").read_text())
         assert (tmp_path / "state" / "sandbox" / "deployments" / "example.json").exists()
         assert not (tmp_path / "state" / "example.json").exists()  # apart from real deployments
 
@@ -102,7 +103,7 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
         run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=tmp_path)
         assert tagged(ec2, "describe_vpcs", "Vpcs") == []
     finally:
-        stopped = run("sandbox", "stop", cwd=tmp_path)
+        stopped = run("sandbox", "stop", "--yes", cwd=tmp_path)
     assert "stopped" in stopped.stdout
     assert not running(record["pid"])
     sandbox_status = json.loads(run("sandbox", "status", "--output", "json", cwd=tmp_path).stdout)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from exaprov.sandbox import SANDBOX_CREDENTIALS
+from exaprov.sandbox import SANDBOX_CREDENTIALS, sandbox_dir
 from tests.census import Census, census, difference
 from tests.conftest import REGION
 from tests.test_e2e import exaprov_command, run
@@ -44,11 +44,11 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     try:
         yield tmp_path
     finally:
-        run("sandbox", "stop", cwd=tmp_path, check=False)
+        run("sandbox", "stop", "--yes", cwd=tmp_path, check=False)
 
 
 def emulator_census(work: Path) -> Census:
-    endpoint = json.loads((work / "state" / "sandbox" / "server.json").read_text())["endpoint"]
+    endpoint = json.loads((sandbox_dir() / "server.json").read_text())["endpoint"]
     return census(REGION, endpoint_url=endpoint, **SANDBOX_CREDENTIALS)
 
 
@@ -72,7 +72,7 @@ def wait_for(condition: Any, what: str, proc: subprocess.Popen[str]) -> None:
 
 
 def test_sigkill_while_up_waits_for_the_cluster_then_up_again_builds_it_once(sandbox: Path) -> None:
-    run("status", "--sandbox", cwd=sandbox)  # starts the emulator; read-only
+    run("plan", "--sandbox", cwd=sandbox)  # starts the emulator; read-only
     empty = emulator_census(sandbox)
     # The reference: an uninterrupted `up` on the same emulator.
     run("up", "--sandbox", "--yes", cwd=sandbox)

@@ -35,7 +35,8 @@ def pool(data: dict[str, Any]) -> dict[str, Any]:
 
 EDITS = {
     "a pool added": lambda d: d["cluster"]["runner_pools"].append(
-        {"suffix": "gpu", "node_instance_type": "g5.xlarge", "min_size": 0, "max_size": 1}),
+        {"suffix": "gpu", "node_instance_category": "gpu", "node_instance_type": "g5.xlarge",
+         "min_size": 0, "max_size": 1}),
     "a pool removed": lambda d: d["cluster"].update(runner_pools=[]),
     "a resize": lambda d: pool(d).update(max_size=5),
     "a disk size change": lambda d: pool(d).update(disk_size=200),

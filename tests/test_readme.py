@@ -44,5 +44,5 @@ def test_the_quick_start_works_in_a_fresh_virtual_environment(tmp_path: Path) ->
         assert "In sync." in done.stderr
         assert (checkout / "exaprov.yaml").exists()
     finally:
-        subprocess.run([str(env_dir / "bin" / "exaprov"), "sandbox", "stop"], cwd=checkout,
+        subprocess.run([str(env_dir / "bin" / "exaprov"), "sandbox", "stop", "--yes"], cwd=checkout,
                        env=env, capture_output=True, timeout=60, check=False)

@@ -54,9 +54,16 @@ def test_status_table_prints_values_verbatim() -> None:
 
 
 def test_run_summary_prints_step_names_verbatim() -> None:
-    result = RunResult(outcomes={HOSTILE: Outcome(HOSTILE, "done", 1.0)}, changes=[], observed=[])
+    result = RunResult(outcomes={HOSTILE: Outcome(HOSTILE, "failed", 1.0)}, changes=[], observed=[])
     with captured() as texts:
         render.print_run_summary(result, "up")
+    assert_verbatim(texts)
+
+
+def test_next_step_hints_print_flags_verbatim() -> None:
+    result = RunResult(outcomes={"network": Outcome("network", "done", 1.0)}, changes=[], observed=[])
+    with captured() as texts:
+        render.print_run_summary(result, "up", flags=render.target_flags({"config_path": HOSTILE}))
     assert_verbatim(texts)
 
 
@@ -68,8 +75,12 @@ def test_progress_lines_print_activity_verbatim(live: bool) -> None:
         with reporter:
             reporter.started("database")
             reporter.activity("database", f"waiting for {HOSTILE}")
-            if live:  # the live view's own rendering of the running step
-                render.err.print(reporter._progress.get_renderable())
+            reporter.waiting("database", f"database {HOSTILE}", HOSTILE, 3.0, False)
+            if live:  # the live view's own rendering of the running step and its wait
+                for line in reporter.lines():
+                    line.no_wrap = False
+                    render.err.print(line)
+            reporter.waiting("database", f"database {HOSTILE}", HOSTILE, 4.0, True)
             reporter.finished(Outcome("database", "done", 1.0))
     assert_verbatim(texts)
 

@@ -396,7 +396,17 @@ def _protected(db: dict[str, Any]) -> bool:
     return bool(db.get("DeletionProtection")) and db["DBInstanceStatus"] != "deleting"
 
 
+def rds_may_hold(state: Any, address: str) -> bool:
+    """Whether destroy asks RDS about `address`: when the state records it, or when there is no
+    state (everything is found by the config's names and the deployment's tag). A state that
+    records nothing there never made it (an intent is recorded before every create), and an
+    endpoint without RDS must not stop the rest of the deployment from being deleted."""
+    return state.serial == 0 or address in state.resources
+
+
 def destroy_database(ctx: StepContext) -> None:
+    if not rds_may_hold(ctx.run.state, ctx.address("instance")):
+        return
     for ident in _known_identifiers(ctx.cfg, ctx.recorded_id("instance")):
         db = find_database(ctx, ident)
         if db is None:
@@ -423,6 +433,8 @@ def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
     `destroy` asks this before anything is deleted: refusing then, rather than when the
     database step reaches the instance, leaves the rest of the deployment whole instead of
     half deleted around a database that stays."""
+    if not rds_may_hold(state, "database.instance"):
+        return []
     recorded = (state.resources.get("database.instance") or {}).get("id")
     protected = []
     for ident in _known_identifiers(cfg, recorded):

@@ -26,7 +26,7 @@ from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
 from exaprov.state import FAILED
-from exaprov.steps.database import database_identifier, find_database
+from exaprov.steps.database import database_identifier, find_database, rds_may_hold
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, reconcile_tags, tag_specs, verify_gone
 
 TIERS = (("private", 1), ("public", 4), ("database", 7))  # tier, index of its first /+4 block
@@ -298,6 +298,8 @@ def destroy_network(ctx: StepContext) -> None:
     ec2 = ctx.aws.ec2
     # The recorded name too: the group of a since-renamed VPC must not be left behind.
     names = {ctx.cfg.network.vpc_name.lower(), ctx.recorded_id("db-subnet-group")} - {None}
+    if not rds_may_hold(ctx.run.state, ctx.address("db-subnet-group")):
+        names = set()
     for name in sorted(n for n in names if n and find_db_subnet_group(ctx, n)):
         ctx.delete("db-subnet-group", "rds:db-subnet-group", name,
                    lambda n: ctx.aws.rds.delete_db_subnet_group(DBSubnetGroupName=n))

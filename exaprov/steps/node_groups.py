@@ -47,6 +47,12 @@ AMI_TYPES = {
                "inferentia": "AL2023_x86_64_NEURON"},
     "al2": {"cpu": "AL2_x86_64", "gpu": "AL2_x86_64_GPU", "inferentia": "AL2_x86_64_GPU"},
 }
+# Graviton (arm64) types; Neuron devices are x86_64 only, and AL2 has no ARM NVIDIA AMI.
+ARM_AMI_TYPES = {
+    "al2023": {"cpu": "AL2023_ARM_64_STANDARD", "gpu": "AL2023_ARM_64_NVIDIA",
+               "inferentia": "AL2023_ARM_64_STANDARD"},
+    "al2": {"cpu": "AL2_ARM_64", "gpu": "AL2_ARM_64", "inferentia": "AL2_ARM_64"},
+}
 
 
 @dataclass(frozen=True)
@@ -115,8 +121,15 @@ def desired_groups(cfg: Any) -> dict[str, GroupSpec]:
     return groups
 
 
-def ami_type(category: str, version: str) -> str:
+def ami_type(category: str, version: str, instance_type: str = "") -> str:
+    """EKS's AMI type for a group: AL2023 (AL2 before 1.30), the category's variant, and the
+    ARM build for Graviton types (an x86_64 AMI on an arm64 instance never boots a node)."""
+    from exaprov.config import instance_kind
+
     family = "al2023" if int(version.split(".")[1]) >= AL2023_FROM_MINOR else "al2"
+    kind = instance_kind(instance_type) if instance_type else None
+    if kind is not None and kind.architecture == "arm64":
+        return ARM_AMI_TYPES[family][category]
     return AMI_TYPES[family][category]
 
 
@@ -297,7 +310,7 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
 def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None,
                  launch: tuple[str, str]) -> str:
     cluster = ctx.upstream["cluster"]
-    ami = ami_type(spec.category, ctx.cfg.cluster.cluster_version)
+    ami = ami_type(spec.category, ctx.cfg.cluster.cluster_version, spec.instance_type)
     if group is not None and group["status"] == "CREATE_FAILED":
         failed_name = group["nodegroupName"]
         ctx.report(f"node group {failed_name} CREATE_FAILED: replacing it")

@@ -1,0 +1,81 @@
+"""Questions asked during a run: shown whole with their [y/N], never drawn over by the live view."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+DRIVER = textwrap.dedent('''
+    import os, sys
+    from pathlib import Path
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-west-1", EXAPROV_TIME_SCALE="0.001",
+                      MOTO_EC2_LOAD_DEFAULT_AMIS="false")
+    import boto3, yaml
+    from moto import mock_aws
+    from exaprov import emulator
+    emulator.install_extensions()
+    from exaprov.cli import main
+    from exaprov.deployment import Deployment, Target
+
+    pool = {"node_instance_type": "m5.xlarge", "min_size": 0, "max_size": 1}
+    def config(*suffixes):
+        Path("exaprov.yaml").write_text(yaml.safe_dump({
+            "name": "example", "module_repo_backend": None,
+            "cluster": {"runner_pools": [{"suffix": s, **pool} for s in suffixes]}}))
+
+    with mock_aws():
+        config("cpu", "gpu")
+        assert not Deployment(Target()).up(confirm=lambda q: True).failed
+        config("cpu")
+        try:
+            main(["up"])
+        except SystemExit as exit:
+            code = exit.code
+        groups = boto3.client("eks").list_nodegroups(clusterName="exafunction-cluster-example")
+        print("@@RESULT@@", code, " ".join(sorted(groups["nodegroups"])), flush=True)
+''')
+
+
+def test_a_pool_removal_asks_y_n_on_a_terminal_and_nothing_draws_over_it(tmp_path: Path) -> None:
+    import pty
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
+    env.update({"TERM": "xterm-256color", "COLUMNS": "120", "LINES": "30",
+                "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdin=slave, stdout=slave, stderr=slave,
+                            env=env, cwd=tmp_path, close_fds=True)
+    os.close(slave)
+    seen = b""
+    try:
+        while b"[y/N]" not in seen:
+            chunk = os.read(master, 65536)  # blocks until the child writes; EOF fails the test
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        os.write(master, b"n\n")
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+        assert proc.wait(timeout=120) is not None
+    text = seen.decode(errors="replace")
+    prompt_at = text.index("[y/N]")
+    question = text[text.rfind("\n", 0, prompt_at) + 1:text.index("\n", prompt_at)]
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\r", "", question)
+    assert re.search(r"Delete node group runner-gpu .*\[y/N\]: n$", plain), repr(question)
+    # Between the prompt and the echo of the answer the child wrote nothing: no redraw.
+    assert re.fullmatch(r"\[y/N\]: n", question[question.index("[y/N]"):].rstrip()), repr(question)
+    result = text[text.index("@@RESULT@@"):].split()
+    assert result[1] != "0"  # refused
+    assert "runner-gpu" in result[2:]  # and not deleted
