@@ -162,7 +162,8 @@ def measure(scale: float, work: Path) -> dict[str, Any]:
         # Twice, keeping the faster: noise only adds, and a smaller `fixed` is the cautious one.
         write_config(instant, 2)
         runs = [(exaprov(emu, instant, scale, "up", "--yes"),
-                 exaprov(emu, instant, scale, "destroy", "--yes")) for _ in range(2)]
+                 exaprov(emu, instant, scale, "destroy", "--yes",
+                         "--disable-deletion-protection")) for _ in range(2)]
         out["instant"] = {"up": min((r[0] for r in runs), key=lambda r: r["seconds"]),
                           "destroy": min((r[1] for r in runs), key=lambda r: r["seconds"])}
     with emulator(scale, first) as emu:
@@ -171,7 +172,7 @@ def measure(scale: float, work: Path) -> dict[str, Any]:
         print(f"  up: {out['up']['seconds']:.2f}s", file=sys.stderr)
         out["converged"] = {name: exaprov(emu, first, scale, *args) for name, args in
                             (("up", ("up", "--yes")), ("plan", ("plan",)), ("status", ("status",)))}
-        out["destroy"] = exaprov(emu, first, scale, "destroy", "--yes")
+        out["destroy"] = exaprov(emu, first, scale, "destroy", "--yes", "--disable-deletion-protection")
         print(f"  destroy: {out['destroy']['seconds']:.2f}s", file=sys.stderr)
     with emulator(scale, second) as emu:
         write_config(second, 20)

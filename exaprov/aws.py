@@ -70,6 +70,7 @@ class Aws:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._account_id: str | None = None
+        self._caller_arn = ""
 
     def client(self, service: str) -> Any:
         # boto3 clients are thread-safe once built; building them is not.
@@ -106,8 +107,21 @@ class Aws:
 
     def account_id(self) -> str:
         if self._account_id is None:
-            self._account_id = self.client("sts").get_caller_identity()["Account"]
+            identity = self.client("sts").get_caller_identity()
+            self._caller_arn = identity["Arn"]
+            self._account_id = identity["Account"]
         return self._account_id
+
+    def caller_arn(self) -> str:
+        """The IAM principal making the calls (an assumed role's session as its role's ARN,
+        the form a key policy names: arn:…:iam::<account>:role/<name>). One GetCallerIdentity
+        serves this and `account_id`."""
+        self.account_id()
+        arn = self._caller_arn
+        if ":assumed-role/" in arn:
+            head, _, rest = arn.partition(":assumed-role/")
+            arn = f"{head.replace(':sts:', ':iam:')}:role/{rest.split('/')[0]}"
+        return arn
 
 
 def _bypass_proxy_for(endpoint_url: str) -> None:

@@ -464,8 +464,12 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
               help="Turn off the deletion protection of the EKS cluster and the database's "
                    "DeletionProtection, and delete them (the data is lost); without it, either "
                    "protection stops destroy before anything is deleted (exit 2).")
+@click.option("--skip-final-snapshot", is_flag=True,
+              help="Delete the database without taking its final snapshot "
+                   "(<exadeploy_id>-final-<UTC date-time>, which exaprov never deletes).")
 @handle_errors
-def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
+def destroy(yes: bool, disable_deletion_protection: bool, skip_final_snapshot: bool,
+            **kw: Any) -> None:
     """Delete everything the deployment created, dependants first."""
     from exaprov import render
 
@@ -478,7 +482,10 @@ def destroy(yes: bool, disable_deletion_protection: bool, **kw: Any) -> None:
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
         result = deployment.destroy(reporter=reporter,
-                                    disable_deletion_protection=disable_deletion_protection)
+                                    disable_deletion_protection=disable_deletion_protection,
+                                    skip_final_snapshot=skip_final_snapshot)
+    for kept in deployment.kept:
+        click.echo(f"Kept: {kept}.", err=True)
     _finish(result, "destroy")
 
 
@@ -528,6 +535,33 @@ def outputs(output: str, reveal: bool, file_path: Path | None, **kw: Any) -> Non
             render.out.print(f"{key} = {value}", markup=False)
     if not reveal and output != "tfstate" and groups.get("exafunction_module_repo_backend"):
         click.echo("Secrets are shown as Secrets Manager references; --reveal prints them.", err=True)
+
+
+@main.command("rotate-db-password")
+@target_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def rotate_db_password(yes: bool, **kw: Any) -> None:
+    """Give the database a new master password now, and say what to re-apply downstream."""
+    deployment = _deployment(kw)
+    if not yes and not _confirm(
+            f"Rotate the database password of deployment {deployment.cfg.name!r}? The module "
+            "repository keeps using the old one, which stops working, until you re-apply it"):
+        click.echo("Nothing changed.", err=True)
+        sys.exit(EXIT_INPUT)
+    done = deployment.rotate_db_password()
+    cfg = " ".join(f"{flag} {kw[key]}" for flag, key in (("--config", "config_path"),
+                                                        ("--state", "state_path")) if kw.get(key))
+    click.echo(f"Rotated the master password of RDS instance {done['identifier']}: Secrets Manager "
+               f"secret {done['secret_arn']} holds the new one (version {done['version']}). The "
+               "old password no longer opens the database. Re-apply it downstream now:\n"
+               f"  1. re-export the outputs: `exaprov outputs {cfg} -o tfstate --file PATH` "
+               "(or `--reveal -o tfvars`): exafunction_module_repo_backend.rds_password changed;\n"
+               "  2. `terraform apply` the companion configuration "
+               "(terraform-aws-exafunction-kube), which writes it into the Kubernetes secret "
+               "`rds-password` (key postgres_password; its rds_password_secret_name), or update "
+               "that secret yourself;\n"
+               "  3. restart the module repository so it reconnects with the new password.")
 
 
 def _vpc_id(ctx: Any, param: Any, value: str | None) -> str | None:

@@ -785,6 +785,7 @@ class ClusterConfig(_Model):
     aws_auth_users: list[AwsAuthUser] = Field(default_factory=list)
     imds_hop_limit: Int = Field(1, **_schema(  # exaprov extra: IMDSv2 hop limit
         minimum=1, maximum=64))
+    detailed_monitoring: StrictBool = True  # the nodes' one-minute EC2 metrics (the eks module's)
     # EKS in December 2026 (exaprov/steps/addons.py, exaprov/eks_versions.py): what happens at
     # the end of standard support (STANDARD: EKS upgrades the control plane; EXTENDED: billed at
     # $0.60 instead of $0.10 per hour), deletion protection, and managed add-ons pinned to a
@@ -945,6 +946,52 @@ class BackendConfig(_Model):
     db_instance_class: str = Field("db.t4g.micro",
                                    **_schema(pattern=r"^db\.[a-z0-9]+\.[a-z0-9]+$"))
     db_storage_encrypted: StrictBool = True
+    # What a database needs in December 2026 (RDS user guide; the Terraform rds module's
+    # variables of the same meaning). Each is reconciled in place with ModifyDBInstance.
+    db_storage_type: Literal["gp3", "gp2"] = "gp3"  # gp3: baseline 3,000 IOPS at gp2's price
+    db_max_allocated_storage: Int = Field(100, **_schema(  # autoscaling ceiling, GiB; 0 = off
+        anyOf=[{"const": 0}, {"minimum": 20, "maximum": 65536}]))
+    db_backup_retention_days: Int = Field(7, **_schema(  # automated backups kept; 0 = none
+        minimum=0, maximum=35))
+    db_deletion_protection: StrictBool = True  # `destroy --disable-deletion-protection` lifts it
+    # False = EngineLifecycleSupport open-source-rds-extended-support-disabled: a major version
+    # past standard support is not enrolled in (billed) RDS Extended Support; PostgreSQL 13
+    # left standard support on 2026-02-28. True = RDS's default, enrolled.
+    db_extended_support: StrictBool = False
+    # RDS rotates a managed master password every 7 days unless told otherwise, and the module
+    # repository receives the password once: null = never (rotation turned off on the secret;
+    # `exaprov rotate-db-password` rotates on demand), else every N days (1-1000).
+    db_password_rotation_days: Int | None = Field(None, **_schema(
+        anyOf=[{"type": "null"}, {"type": "integer", "minimum": 1, "maximum": 1000}]))
+
+    @field_validator("db_max_allocated_storage")
+    @classmethod
+    def _max_storage(cls, v: int) -> int:
+        if v != 0 and not 20 <= v <= 65536:
+            _fail("is out of range", v, "0 (storage autoscaling off) or a ceiling in GiB up to 65536")
+        return v
+
+    @field_validator("db_backup_retention_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if not 0 <= v <= 35:
+            _fail("is out of range", v, "RDS keeps automated backups 0 (none) to 35 days")
+        return v
+
+    @field_validator("db_password_rotation_days")
+    @classmethod
+    def _rotation(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= 1000:
+            _fail("is out of range", v, "null (never rotate) or 1 to 1000 days (Secrets Manager)")
+        return v
+
+    @model_validator(mode="after")
+    def _ceiling_above_storage(self) -> BackendConfig:
+        if self.db_max_allocated_storage and self.db_max_allocated_storage <= self.db_storage:
+            _fail("must be above db_storage for storage autoscaling", self.db_max_allocated_storage,
+                  f"more than {self.db_storage} GiB, or 0 to turn autoscaling off",
+                  at=("db_max_allocated_storage",))
+        return self
 
     @field_validator("exadeploy_id", mode="before")
     @classmethod
@@ -1170,6 +1217,7 @@ SCHEMA_CANNOT_EXPRESS: tuple[tuple[str, str], ...] = (
     ("CIDR blocks have no host bits set (10.255.1.0/16 is refused)", "has host bits set"),
     ("IAM and tag rules compared without case (AWS: and aws: are both reserved)", "reserved"),
     ("db_username is not a PostgreSQL reserved word (user, select, ...)", "reserved by"),
+    ("db_max_allocated_storage is above db_storage (or 0)", "must be above db_storage"),
     ("node_instance_category matches the instance type's accelerator (gpu: NVIDIA GPUs, "
      "inferentia: AWS Neuron, cpu: none)", "pool on"),
     (f"a region named in {EXTRA_REGIONS_ENV} is accepted too", "region"),

@@ -65,6 +65,7 @@ cluster:
   aws_auth_roles: []  # IAM roles given cluster access: [{rolearn, username, groups}]
   aws_auth_users: []  # IAM users given cluster access: [{userarn, username, groups}]
   imds_hop_limit: 1  # IMDSv2 hop limit on the nodes; 2 lets pods without IRSA reach IMDS
+  detailed_monitoring: true  # one-minute EC2 metrics of the nodes
   support_type: STANDARD  # at the end of standard support: STANDARD = EKS upgrades the control
                           # plane; EXTENDED = it stays, at $$0.60 instead of $$0.10 per hour
   deletion_protection: true  # EKS refuses DeleteCluster; destroy --disable-deletion-protection
@@ -77,6 +78,12 @@ module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S
   db_port: 5432  # 1150-65535
   db_instance_class: db.t4g.micro  # RDS instance class
   db_storage_encrypted: true  # encrypt the database storage
+  db_storage_type: gp3  # gp3 | gp2
+  db_max_allocated_storage: 100  # storage autoscaling ceiling, GiB; 0 = off
+  db_backup_retention_days: 7  # automated backups, 0-35 days
+  db_deletion_protection: true  # `destroy --disable-deletion-protection` lifts it
+  db_extended_support: false  # false: never enrolled in (billed) RDS Extended Support
+  db_password_rotation_days: null  # null = the password never changes under its consumer
 state: null  # where exaprov keeps its state: a file path or s3://bucket/key; null = default
 """
 

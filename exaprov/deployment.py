@@ -73,6 +73,7 @@ class Deployment:
         self._aws: Any = None
         location = str(target.state_path) if target.state_path else self.cfg.state
         self.store: StateStore = self._store(location)
+        self.kept: list[str] = []  # what destroy left for the user to keep (final snapshots)
 
     def _store(self, location: str | None, flag: str | None = None,
                write: bool | None = None) -> StateStore:
@@ -238,7 +239,8 @@ class Deployment:
 
     def destroy(self, reporter: engine.Reporter | None = None,
                 cancel: CancelToken | None = None,
-                disable_deletion_protection: bool = False) -> engine.RunResult:
+                disable_deletion_protection: bool = False,
+                skip_final_snapshot: bool = False) -> engine.RunResult:
         from exaprov.steps import STEPS
 
         with self.locked():
@@ -248,7 +250,9 @@ class Deployment:
             self.check_account(state, None)
             self._check_deletion_protection(state, disable_deletion_protection)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel)
+            run.final_snapshot = not skip_final_snapshot
             result = engine.destroy(STEPS, run)
+            self.kept = run.kept
             if not result.failed:
                 writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
             return result
@@ -316,6 +320,35 @@ class Deployment:
         if update["status"] != "Successful":
             raise ExaprovError(f"destroy: turning off deletion protection of cluster {name} "
                                f"{update['status']}: {update.get('errors')}")
+    def rotate_db_password(self, cancel: CancelToken | None = None) -> dict[str, str]:
+        """`rotate-db-password`: RDS sets a new master password now (ModifyDBInstance
+        RotateMasterUserPassword, applied immediately; AWS requires that), whatever the
+        secret's schedule; returns once the secret's AWSCURRENT version is the new one."""
+        from exaprov.waiting import wait_until
+
+        with self.locked():
+            state = self.read_state()
+            database = (state.outputs.get("database") if state else None) or {}
+            ident, arn = database.get("rds_identifier"), database.get("rds_password_secret_arn")
+            if state is None or not ident or not arn or "(" in str(arn):
+                raise InputError(f"rotate-db-password: the deployment {self.cfg.name!r} has no "
+                                 "database with an RDS-managed password in its state",
+                                 hint="run `exaprov up` first (with a module_repo_backend)")
+            self.check_account(state, None)
+            secrets = self.aws.client("secretsmanager")
+
+            def current() -> str:
+                stages = secrets.describe_secret(SecretId=arn).get("VersionIdsToStages", {})
+                return next((v for v, labels in stages.items() if "AWSCURRENT" in labels), "")
+
+            before = current()
+            self.aws.rds.modify_db_instance(DBInstanceIdentifier=ident, RotateMasterUserPassword=True,
+                                            ApplyImmediately=True)
+            # Managed rotation "typically completes within one minute" (Secrets Manager guide).
+            after = wait_until(f"the new password of {ident}", current, lambda v: v != before,
+                               timeout=15 * 60, interval=5, cancel=cancel or CancelToken(),
+                               report=lambda text: log.info("%s", text))
+            return {"identifier": ident, "secret_arn": arn, "version": after}
 
     def peer(self, vpc_id: str, route_table_ids: list[str] | None = None,
              region: str | None = None, profile: str | None = None,
@@ -407,7 +440,8 @@ class Deployment:
         from exaprov import outputs
 
         state = self.require_state(command)
-        groups = outputs.collect(state.outputs)
+        groups = outputs.collect(state.outputs, account_id=state.data.get("account_id"),
+                                 region=self.cfg.region, vpc_name=self.cfg.network.vpc_name)
         if reveal:
             secrets = self.aws.client("secretsmanager")
             outputs.reveal(groups, lambda arn: secrets.get_secret_value(SecretId=arn)["SecretString"])

@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from exaprov import emulator_rds
 from exaprov.errors import ExaprovError, InputError
 
 MOTO_MISSING = (
@@ -66,6 +67,7 @@ def install_extensions() -> None:
         try:
             _install_eks()
             _install_rds()
+            emulator_rds.install()  # managed master passwords and their rotation
             _install_nat()
             _install_tls_condition()
         except ImportError as exc:
@@ -1616,6 +1618,10 @@ class _RequestLatency:
                 body = json.dumps({"total": sum(self.counts.values()), "by_service": self.counts})
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body.encode()]
+        control = emulator_rds.control(environ)  # the test hooks: clock, database password
+        if control is not None:
+            start_response(control[0], [("Content-Type", "application/json")])
+            return [json.dumps(control[1]).encode()]
         # The service is the 4th field of SigV4's credential scope: AK/date/region/service/...
         match = re.search(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
         service = match.group(1) if match else "unsigned"

@@ -166,6 +166,10 @@ class Run:
         self.observed: dict[str, Observed] = {}
         self.notices: list[str] = []
         self._shared: dict[Any, Future[Any]] = {}
+        # destroy: take the database's final snapshot (`--skip-final-snapshot` clears it);
+        # what destroy leaves for the user to keep (such a snapshot), to name at the end.
+        self.final_snapshot = True
+        self.kept: list[str] = []
 
     def shared(self, key: Any, read: Callable[[], T]) -> T:
         """One read per run, shared by every step that asks for it (e.g. one DescribeSubnets

@@ -193,6 +193,15 @@ BAD_CONFIGS: list[tuple[str, dict[str, Any], str]] = [
      "module_repo_backend.db_instance_class"),
     ("encrypted-string", _backend(db_storage_encrypted="yes"),
      "module_repo_backend.db_storage_encrypted"),
+    ("db-storage-type", _backend(db_storage_type="standard"), "module_repo_backend.db_storage_type"),
+    ("db-max-storage-small", _backend(db_max_allocated_storage=15),
+     "module_repo_backend.db_max_allocated_storage"),
+    ("db-backup-days", _backend(db_backup_retention_days=36),
+     "module_repo_backend.db_backup_retention_days"),
+    ("db-rotation-days", _backend(db_password_rotation_days=0),
+     "module_repo_backend.db_password_rotation_days"),
+    ("db-protection-string", _backend(db_deletion_protection="no"),
+     "module_repo_backend.db_deletion_protection"),
 ]
 
 BAD_YAML_TEXTS: list[tuple[str, str, str]] = [

@@ -8,7 +8,8 @@ label counted twice is a duplicate. Sub-resources that could drift or double (ro
 route-table associations, security group rules, attached and inline IAM policies, access
 keys, ASG tags, bucket settings) are counted too.
 
-What AWS keeps after a delete is not counted: KMS keys pending deletion, secrets
+RDS snapshots are counted: a database's final snapshot is what `destroy` leaves for the
+user (`after_destroy`). What AWS keeps after a delete is not counted: KMS keys pending deletion, secrets
 scheduled for deletion, NAT gateways and peerings in a deleted state, terminated
 instances. AWS-managed things (KMS keys of `alias/aws/*`, IAM's AWS policies) neither.
 """
@@ -32,6 +33,11 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _HEX = re.compile(r"\b[0-9a-fA-F]{32}\b")
 _BUCKET = re.compile(r"^(module-repo-.+-)[a-z0-9]{8}$")
 _PRIMARY_SG = re.compile(r"(eks-cluster-sg-\S+-)\d{6,}")
+_FINAL = re.compile(r"-final-\d{8}-\d{6}$")
+_AUTOMATED = re.compile(r"^(rds:.+)-\d{4}-\d{2}-\d{2}-\d{2}-\d{2}$")
+# The database's final snapshot: what `destroy` leaves on purpose, the user's to keep (exaprov
+# never deletes a snapshot), so "destroy leaves nothing" means: nothing but this.
+FINAL_SNAPSHOT = ("rds:db-snapshot", "exafunction-mrbe-example-final-<time>")
 _GONE = frozenset({"deleted", "deleting", "rejected", "failed", "expired", "terminated",
                    "shutting-down"})
 
@@ -77,6 +83,9 @@ def census(region: str = REGION, **client_args: str) -> Census:
         counted["rds:db-instance", db["DBInstanceIdentifier"]] += 1
     for group in _pages(rds, "describe_db_subnet_groups", "DBSubnetGroups"):
         counted["rds:db-subnet-group", group["DBSubnetGroupName"]] += 1
+    for snapshot in _pages(rds, "describe_db_snapshots", "DBSnapshots"):
+        name = _AUTOMATED.sub(r"\1-<time>", snapshot["DBSnapshotIdentifier"])  # daily backups
+        counted["rds:db-snapshot", _FINAL.sub("-final-<time>", name)] += 1
     _s3(session.client("s3"), counted)
     for secret in _pages(session.client("secretsmanager"), "list_secrets", "SecretList"):
         if not secret.get("DeletedDate"):
@@ -288,6 +297,12 @@ def _s3(s3: Any, counted: Census) -> None:
             except s3.exceptions.ClientError:
                 continue
             counted["s3:bucket-setting", f"{label} {what}"] += 1
+
+
+def after_destroy(before: Census, final_snapshots: int = 1) -> Census:
+    """What the account must hold after `destroy` of a deployment with a database: what it
+    held before `up`, plus the database's final snapshot(s), which the user keeps."""
+    return before + Counter({FINAL_SNAPSHOT: final_snapshots})
 
 
 def difference(expected: Census, actual: Census) -> dict[str, list[str]]:

@@ -173,7 +173,7 @@ emulator.install_extensions()  # what EKS does and moto does not, for every test
 # so these prove the names are real; loading all ~1,000 costs about a second per test.
 USED_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
                  "AmazonEC2ContainerRegistryReadOnly", "AmazonS3ReadOnlyAccess",
-                 "AmazonEBSCSIDriverPolicy")
+                 "AmazonEKSVPCResourceController", "AmazonEBSCSIDriverPolicy")
 
 
 @cache

@@ -40,14 +40,26 @@ class Stack:
         _raise_failures(result)
         return result
 
-    def destroy(self) -> engine.RunResult:
-        """Everything goes, as `destroy --disable-deletion-protection` does it."""
+    def destroy(self, disable_deletion_protection: bool = False,
+                final_snapshot: bool = True) -> engine.RunResult:
+        """`engine.destroy`; with `disable_deletion_protection`, first what `exaprov destroy
+        --disable-deletion-protection` does to a protected database."""
         if any(step.name == "cluster" for step in self.steps):
+            # Tests destroy what they built: the cluster's protection (on by default) goes first.
             eks, name = self.aws.client("eks"), self.cfg.cluster.cluster_name
             if name in eks.list_clusters()["clusters"] and \
                     eks.describe_cluster(name=name)["cluster"].get("deletionProtection"):
                 eks.update_cluster_config(name=name, deletionProtection=False)
-        result = engine.destroy(self.steps, self._run(engine.Mode.APPLY))
+        if disable_deletion_protection:
+            from exaprov.steps.database import disable_deletion_protection as disable
+            from exaprov.steps.database import protected_databases
+
+            for ident in protected_databases(self.cfg, self.state(), self.aws):
+                disable(self.aws, ident)
+        run = self._run(engine.Mode.APPLY)
+        run.final_snapshot = final_snapshot
+        result = engine.destroy(self.steps, run)
+        self.kept = run.kept
         _raise_failures(result)
         return result
 

@@ -113,6 +113,12 @@ def test_local_backend_creates_no_database_bucket_or_user(workdir: Path, aws: No
 
 def test_dropping_the_backend_is_a_planned_data_loss_confirmed(deployed: Path) -> None:
     write_config({"name": "example", "cluster": SMALL, "module_repo_backend": None})
+    protected = cli("plan", "--output", "json")  # DeletionProtection (the default) refuses it
+    assert protected.exit_code == 1 and "DeletionProtection" in protected.output
+    write_config({"name": "example", "cluster": SMALL,
+                  "module_repo_backend": {"db_deletion_protection": False}})
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": SMALL, "module_repo_backend": None})
     plan = json.loads(cli("plan", "--output", "json").stdout)
     deletes = [c for c in plan["changes"] if c["action"] == "delete"]
     assert {c["address"].split(".")[0] for c in deletes} >= {"database", "bucket", "backend-user"}

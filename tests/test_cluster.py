@@ -82,8 +82,9 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
     assert {(t["key"], t["value"], t["effect"]) for t in gpu["taints"]} == {
         ("dedicated", "runner", "NO_SCHEDULE"), ("nvidia.com/gpu", "present", "NO_SCHEDULE")}
 
-    # Launch templates: disk, IMDSv2 with one hop, instance tags on instances and volumes.
-    for group in groups.values():
+    # Launch templates: disk, IMDSv2 with one hop, detailed monitoring, instance tags on
+    # instances, volumes and network interfaces, a Name on instances and volumes.
+    for name, group in groups.items():
         lt = group["launchTemplate"]
         data = ec2.describe_launch_template_versions(
             LaunchTemplateId=lt["id"], Versions=[str(lt["version"])])["LaunchTemplateVersions"][0][
@@ -93,8 +94,11 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
         assert ebs["Ebs"]["VolumeSize"] == 100 and ebs["Ebs"]["DeleteOnTermination"] is True
         assert data["MetadataOptions"]["HttpTokens"] == "required"
         assert data["MetadataOptions"]["HttpPutResponseHopLimit"] == 1
+        assert data["Monitoring"] == {"Enabled": True}
         specs = {t["ResourceType"]: tag_dict(t["Tags"]) for t in data["TagSpecifications"]}
-        assert specs["instance"] == specs["volume"] == {"owner": "exafunction"}
+        named = {"owner": "exafunction", "Name": f"exafunction-cluster-example-{name}"}
+        assert (specs["instance"], specs["volume"], specs["network-interface"]) \
+            == (named, named, {"owner": "exafunction"})
 
     # ASG tags for the cluster autoscaler, including the scale-from-zero templates.
     autoscaling = boto3.client("autoscaling", region_name=REGION)
@@ -125,7 +129,7 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
     assert group["retentionInDays"] == 90
     attached = {p["PolicyName"] for p in iam.list_attached_role_policies(
         RoleName=cluster["roleArn"].rsplit("/", 1)[1])["AttachedPolicies"]}
-    assert attached == {"AmazonEKSClusterPolicy"}
+    assert attached == {"AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController"}
 
 
 def test_second_up_makes_no_mutating_call(workdir: Path, aws: None, calls: Any) -> None:
@@ -291,6 +295,23 @@ def test_disk_size_change_is_a_new_template_version_rolled_out(
     data = ec2.describe_launch_template_versions(LaunchTemplateId=after["id"], Versions=[
         str(after["version"])])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
     assert data["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 200
+
+
+def test_detailed_monitoring_off_is_a_new_template_version(
+        workdir: Path, ec2: Any, calls: Any) -> None:
+    write_config({"name": "example", "cluster": pools()})
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "cluster": {**pools(), "detailed_monitoring": False}})
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert ("ec2", "CreateLaunchTemplateVersion") in calls.mutating()
+    lt = node_groups()["runner-cpu"]["launchTemplate"]
+    data = ec2.describe_launch_template_versions(LaunchTemplateId=lt["id"], Versions=[
+        str(lt["version"])])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["Monitoring"] == {"Enabled": False}
+    calls.clear()
+    assert cli("up", "--yes").exit_code == 0
+    assert calls.mutating() == []
 
 
 def test_version_upgrade_one_minor_then_node_groups(workdir: Path, aws: None, calls: Any) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import boto3
 import pytest
 
+from exaprov.engine import Step
 from exaprov.errors import InputError
-from exaprov.steps.cluster_support import KEY_ADMIN_ACTIONS, KMS, LOGS
+from exaprov.steps.cluster_support import KEY_ADMIN_ACTIONS, KEY_USER_ACTIONS, KMS, LOGS
 from tests.conftest import REGION, CallLog
 from tests.harness import Stack
 
@@ -20,6 +21,12 @@ ALIAS = f"alias/eks/{CLUSTER}"
 LOG_GROUP = f"/aws/eks/{CLUSTER}/cluster"
 ADMINS = ["arn:aws:iam::123456789012:role/admin", "arn:aws:iam::123456789012:user/alice"]
 IDENTITY = {"exaprov:deployment": "example", "exaprov:component": "kms", "exaprov:resource": "key"}
+ROOT = "arn:aws:iam::123456789012:root"
+CALLER = "arn:aws:sts::123456789012:user/moto"  # moto's GetCallerIdentity Arn for its user
+CLUSTER_ROLE = f"arn:aws:iam::123456789012:role/{CLUSTER}-cluster"
+# The key's user is the cluster role, from the iam step: here a stand-in (no IAM needed).
+FAKE_IAM = Step("iam", (), lambda ctx: {"cluster_role_arn": CLUSTER_ROLE}, lambda ctx: None)
+KMS_STEPS = [FAKE_IAM, KMS]
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +66,7 @@ def principals(policy: dict[str, Any]) -> list[Any]:
 # -- kms ------------------------------------------------------------------------------
 
 def test_up_creates_key_alias_and_policy(tmp_path: Path, kms: Any) -> None:
-    stack = Stack(tmp_path, [KMS], {"name": "example", "cluster": {"kms_key_administrators": ADMINS}})
+    stack = Stack(tmp_path, KMS_STEPS, {"name": "example", "cluster": {"kms_key_administrators": ADMINS}})
     stack.up()
 
     meta = kms.describe_key(KeyId=ALIAS)["KeyMetadata"]
@@ -71,13 +78,15 @@ def test_up_creates_key_alias_and_policy(tmp_path: Path, kms: Any) -> None:
     assert aliases[ALIAS] == meta["KeyId"]
 
     policy = json.loads(kms.get_key_policy(KeyId=meta["KeyId"], PolicyName="default")["Policy"])
-    root, admins = policy["Statement"]
-    assert root["Principal"] == {"AWS": "arn:aws:iam::123456789012:root"}
+    root, admins, users = policy["Statement"]
+    assert root["Principal"] == {"AWS": ROOT}
     assert root["Action"] == "kms:*"
     assert admins["Principal"] == {"AWS": ADMINS}
     assert set(admins["Action"]) == set(KEY_ADMIN_ACTIONS)
     assert "kms:Decrypt" not in admins["Action"] and "kms:*" not in admins["Action"]
+    assert (users["Principal"], set(users["Action"])) == ({"AWS": CLUSTER_ROLE}, set(KEY_USER_ACTIONS))
     assert "*" not in principals(policy)
+    assert kms.get_key_rotation_status(KeyId=meta["KeyId"])["KeyRotationEnabled"] is True
 
     tags = key_tags(kms, meta["KeyId"])
     assert tags.items() >= {**IDENTITY, "owner": "exafunction"}.items()
@@ -85,19 +94,20 @@ def test_up_creates_key_alias_and_policy(tmp_path: Path, kms: Any) -> None:
                                     "kms_alias": ALIAS}
 
 
-def test_no_administrators_means_root_only(tmp_path: Path, kms: Any, calls: CallLog) -> None:
-    stack = Stack(tmp_path, [KMS])
+def test_no_administrators_means_the_caller_administers(tmp_path: Path, kms: Any,
+                                                       calls: CallLog) -> None:
+    stack = Stack(tmp_path, KMS_STEPS)
     stack.up()
     key_id = stack.outputs("kms")["kms_key_id"]
     policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
-    assert principals(policy) == ["arn:aws:iam::123456789012:root"]
+    assert principals(policy) == [ROOT, CALLER, CLUSTER_ROLE]
 
     calls.clear()
     stack.up()
     assert calls.mutating() == []
 
     # Administrators added to the config: one policy update, same key.
-    admins = Stack(tmp_path, [KMS], {"name": "example", "cluster": {"kms_key_administrators": ADMINS}})
+    admins = Stack(tmp_path, KMS_STEPS, {"name": "example", "cluster": {"kms_key_administrators": ADMINS}})
     assert [(c.action, c.detail) for c in admins.plan().changes] == [("update", "key policy")]
     calls.clear()
     admins.up()
@@ -105,12 +115,44 @@ def test_no_administrators_means_root_only(tmp_path: Path, kms: Any, calls: Call
     assert admins.outputs("kms")["kms_key_id"] == key_id
 
 
+def test_key_rotation_turned_off_out_of_band_is_turned_back_on(tmp_path: Path, kms: Any,
+                                                               calls: CallLog) -> None:
+    stack = Stack(tmp_path, KMS_STEPS)
+    stack.up()
+    key_id = stack.outputs("kms")["kms_key_id"]
+    kms.disable_key_rotation(KeyId=key_id)
+    calls.clear()
+    result = stack.plan()
+    row = next(r for r in result.observed if r.address == "kms.key")
+    assert row.drift == ["automatic key rotation off → on"]
+    stack.up()
+    assert calls.mutating() == [("kms", "EnableKeyRotation")]
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+
+
+def test_a_changed_key_user_or_lost_statement_is_put_back(tmp_path: Path, kms: Any,
+                                                         calls: CallLog) -> None:
+    stack = Stack(tmp_path, KMS_STEPS)
+    stack.up()
+    key_id = stack.outputs("kms")["kms_key_id"]
+    kms.put_key_policy(KeyId=key_id, PolicyName="default", Policy=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Sid": "AccountRoot", "Effect": "Allow",
+                                                "Principal": {"AWS": ROOT}, "Action": "kms:*",
+                                                "Resource": "*"}]}))
+    calls.clear()
+    assert [c.detail for c in stack.plan().changes] == ["key policy"]
+    stack.up()
+    assert calls.mutating() == [("kms", "PutKeyPolicy")]
+    policy = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    assert principals(policy) == [ROOT, CALLER, CLUSTER_ROLE]
+
+
 def test_crash_between_key_and_alias_adopts_the_key(tmp_path: Path, kms: Any) -> None:
     orphan = kms.create_key(Description="left by a crash", Tags=[
         {"TagKey": k, "TagValue": v} for k, v in IDENTITY.items()])["KeyMetadata"]["KeyId"]
     kms.create_key(Description="someone else's")  # untagged: never adopted
 
-    stack = Stack(tmp_path, [KMS])  # the state is empty
+    stack = Stack(tmp_path, KMS_STEPS)  # the state is empty
     plan = stack.plan()
     assert ("update", f"alias {ALIAS} → {orphan}") in [(c.action, c.detail) for c in plan.changes]
     assert not [c for c in plan.changes if c.action == "create"]
@@ -125,13 +167,13 @@ def test_alias_on_a_foreign_key_is_refused(tmp_path: Path, kms: Any) -> None:
     foreign = kms.create_key(Description="not ours")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=ALIAS, TargetKeyId=foreign)
     with pytest.raises(InputError, match=ALIAS):
-        Stack(tmp_path, [KMS]).up()
-    Stack(tmp_path, [KMS]).destroy()
+        Stack(tmp_path, KMS_STEPS).up()
+    Stack(tmp_path, KMS_STEPS).destroy()
     assert kms.describe_key(KeyId=ALIAS)["KeyMetadata"]["KeyState"] == "Enabled"
 
 
 def test_key_pending_deletion_is_saved(tmp_path: Path, kms: Any) -> None:
-    stack = Stack(tmp_path, [KMS])
+    stack = Stack(tmp_path, KMS_STEPS)
     stack.up()
     key_id = stack.outputs("kms")["kms_key_id"]
     kms.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
@@ -141,7 +183,7 @@ def test_key_pending_deletion_is_saved(tmp_path: Path, kms: Any) -> None:
 
 
 def test_destroy_schedules_deletion_and_removes_alias(tmp_path: Path, kms: Any) -> None:
-    stack = Stack(tmp_path, [KMS])
+    stack = Stack(tmp_path, KMS_STEPS)
     stack.up()
     key_id = stack.outputs("kms")["kms_key_id"]
     stack.destroy()
@@ -154,14 +196,14 @@ def test_destroy_schedules_deletion_and_removes_alias(tmp_path: Path, kms: Any) 
     assert ALIAS not in [a["AliasName"] for a in kms.list_aliases()["Aliases"]]
     assert stack.state().resources == {} and "kms" not in stack.state().outputs
     stack.destroy()  # the pending key counts as gone: no error, nothing new
-    assert Stack(tmp_path, [KMS]).plan().changes[0].action == "create"
+    assert Stack(tmp_path, KMS_STEPS).plan().changes[0].action == "create"
 
 
 def test_destroy_without_state_finds_key_by_alias_and_tag(tmp_path: Path, kms: Any) -> None:
-    Stack(tmp_path / "a", [KMS]).up()
+    Stack(tmp_path / "a", KMS_STEPS).up()
     orphan = kms.create_key(Tags=[{"TagKey": k, "TagValue": v}
                                   for k, v in IDENTITY.items()])["KeyMetadata"]["KeyId"]
-    Stack(tmp_path / "b", [KMS]).destroy()
+    Stack(tmp_path / "b", KMS_STEPS).destroy()
     assert live_keys(kms) == []
     assert kms.describe_key(KeyId=orphan)["KeyMetadata"]["KeyState"] == "PendingDeletion"
 

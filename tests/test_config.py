@@ -166,7 +166,7 @@ def test_name_only_gets_every_spec_default() -> None:
     assert cluster.instance_tags == cluster.autoscaling_group_tags == {"owner": "exafunction"}
     assert cluster.additional_node_groups == {}
     assert cluster.aws_auth_roles == cluster.aws_auth_users == []
-    assert cluster.imds_hop_limit == 1
+    assert cluster.imds_hop_limit == 1 and cluster.detailed_monitoring is True
     cpu, gpu = cluster.runner_pools
     assert (cpu.suffix, cpu.node_instance_category, cpu.capacity_type, cpu.node_instance_type,
             cpu.disk_size, cpu.min_size, cpu.max_size, cpu.accelerator_label) == (
@@ -183,7 +183,9 @@ def test_name_only_gets_every_spec_default() -> None:
     assert backend.model_dump() == {
         "exadeploy_id": "exafunction-mrbe-example", "db_storage": 15, "postgres_version": "16",
         "db_username": "exafunction", "db_port": 5432, "db_instance_class": "db.t4g.micro",
-        "db_storage_encrypted": True}
+        "db_storage_encrypted": True, "db_storage_type": "gp3", "db_max_allocated_storage": 100,
+        "db_backup_retention_days": 7, "db_deletion_protection": True, "db_extended_support": False,
+        "db_password_rotation_days": None}
     assert cfg.state is None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,10 +77,14 @@ def test_plan_then_up_creates_the_database_as_configured_then_converges(
     assert db["DBSubnetGroup"]["DBSubnetGroupName"] == stack.outputs("network")["db_subnet_group_name"]
     assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [db_sg]
     assert db["PubliclyAccessible"] is False and db["StorageEncrypted"] is True
-    assert db["AutoMinorVersionUpgrade"] is True and db["DeletionProtection"] is False
+    assert db["AutoMinorVersionUpgrade"] is True and db["DeletionProtection"] is True
+    assert (db["MaxAllocatedStorage"], db["BackupRetentionPeriod"], db["CopyTagsToSnapshot"]) \
+        == (100, 7, True)
+    assert db["EngineLifecycleSupport"] == "open-source-rds-extended-support-disabled"
     assert {t["Key"]: t["Value"] for t in db["TagList"]}["exaprov:deployment"] == "example"
     secret = boto3.client("secretsmanager", region_name=REGION).describe_secret(
         SecretId=db["MasterUserSecret"]["SecretArn"])
+    assert secret["OwningService"] == "rds" and secret["RotationEnabled"] is False  # RDS's 7 days: off
     assert out == {
         "rds_identifier": IDENT, "rds_arn": db["DBInstanceArn"], "rds_address": db["Endpoint"]["Address"],
         "rds_port": 5432, "rds_username": "exafunction", "rds_password_secret_arn": secret["ARN"],
@@ -121,7 +126,9 @@ def test_storage_and_class_grow_in_place_with_one_modify(stack: Stack, tmp_path:
 
 
 @pytest.mark.parametrize(("backend", "key", "values"), [
-    ({"db_storage": 10}, "module_repo_backend.db_storage", ("15 GiB", "says 10")),
+    # Without storage autoscaling (with it, a live size above db_storage is RDS's growth).
+    ({"db_storage": 10, "db_max_allocated_storage": 0}, "module_repo_backend.db_storage",
+     ("15 GiB", "says 10")),
     ({"db_storage": 16}, "module_repo_backend.db_storage", ("at least 10%", "17 GiB")),
     ({"postgres_version": "17"}, "module_repo_backend.postgres_version", ("16", "says 17")),
 ])
@@ -187,11 +194,27 @@ def test_lost_state_adopts_the_instance_and_a_foreign_one_is_refused(
 
 
 def test_destroy_deletes_instance_and_group_and_twice_is_fine(stack: Stack, ec2: Any, rds: Any) -> None:
-    stack.destroy()
+    stack.destroy(disable_deletion_protection=True)
     assert rds.describe_db_instances()["DBInstances"] == []
     assert db_groups(ec2) == []
     assert not any(a.startswith("database") for a in stack.state().resources)
+    # The final snapshot stays, for the user: named after the backend and the UTC time.
+    snapshot, = rds.describe_db_snapshots()["DBSnapshots"]
+    assert re.fullmatch(r"exafunction-mrbe-example-final-\d{8}-\d{6}", snapshot["DBSnapshotIdentifier"])
+    assert snapshot["DBInstanceIdentifier"] == IDENT
+    tags = {t["Key"]: t["Value"] for t in rds.list_tags_for_resource(
+        ResourceName=snapshot["DBSnapshotArn"])["TagList"]}
+    assert tags["owner"] == "exafunction"  # CopyTagsToSnapshot: the instance's tags, to find it by
+    assert [k for k in stack.kept if snapshot["DBSnapshotIdentifier"] in k]
     stack.destroy()
+    assert len(rds.describe_db_snapshots()["DBSnapshots"]) == 1  # never deleted by exaprov
+
+
+def test_destroy_without_a_final_snapshot(stack: Stack, rds: Any) -> None:
+    stack.destroy(disable_deletion_protection=True, final_snapshot=False)
+    assert rds.describe_db_instances()["DBInstances"] == []
+    assert rds.describe_db_snapshots()["DBSnapshots"] == []
+    assert stack.kept == []
 
 
 def test_deletion_protection_stops_destroy_before_anything_is_deleted(stack: Stack, ec2: Any,
@@ -207,6 +230,7 @@ def test_deletion_protection_stops_destroy_before_anything_is_deleted(stack: Sta
 
 def test_dropping_the_backend_plans_data_loss_and_deletes_only_when_confirmed(
         stack: Stack, tmp_path: Path, ec2: Any, rds: Any, calls: CallLog) -> None:
+    Stack(tmp_path, STEPS, config(db_deletion_protection=False)).up()
     local = Stack(tmp_path, STEPS, {"name": "example", "module_repo_backend": None})
     calls.clear()
     planned = local.plan().changes

@@ -11,7 +11,7 @@ import pytest
 
 from exaprov.aws import tag_dict
 from exaprov.errors import InputError
-from exaprov.steps.iam import IAM, normalise_policy, partition
+from exaprov.steps.iam import DENY_LOG_GROUP_POLICY, IAM, normalise_policy, partition
 from tests.conftest import REGION, CallLog
 from tests.harness import Stack
 
@@ -19,7 +19,7 @@ CLUSTER = "exafunction-cluster-example"
 POLICY = "arn:aws:iam::aws:policy/"
 EXPECTED = {
     f"{CLUSTER}-cluster": ("eks.amazonaws.com", ["sts:AssumeRole", "sts:TagSession"],
-                           {POLICY + "AmazonEKSClusterPolicy"}),
+                           {POLICY + "AmazonEKSClusterPolicy", POLICY + "AmazonEKSVPCResourceController"}),
     f"{CLUSTER}-node": ("ec2.amazonaws.com", ["sts:AssumeRole"],
                         {POLICY + "AmazonEKSWorkerNodePolicy", POLICY + "AmazonEKS_CNI_Policy",
                          POLICY + "AmazonEC2ContainerRegistryReadOnly"}),
@@ -60,6 +60,13 @@ def test_up_creates_both_roles(tmp_path: Path, iam: Any, calls: CallLog) -> None
         assert tags["owner"] == "exafunction"
         assert tags["Name"] == name
 
+    # As the eks module: EKS may not create log groups (the logs step makes the cluster's).
+    deny = iam.get_role_policy(RoleName=f"{CLUSTER}-cluster", PolicyName=DENY_LOG_GROUP_POLICY)
+    assert deny["PolicyDocument"]["Statement"] == [{
+        "Sid": "DenyCreateLogGroup", "Effect": "Deny", "Action": ["logs:CreateLogGroup"],
+        "Resource": "*"}]
+    assert iam.list_role_policies(RoleName=f"{CLUSTER}-node")["PolicyNames"] == []
+
     out = stack.outputs("iam")
     assert out == {
         "cluster_role_arn": iam.get_role(RoleName=f"{CLUSTER}-cluster")["Role"]["Arn"],
@@ -91,12 +98,14 @@ def test_plan_shows_drift_and_up_repairs_it(tmp_path: Path, iam: Any, calls: Cal
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"AWS": "arn:aws:iam::123456789012:root"}}]}))
     iam.untag_role(RoleName=cluster, TagKeys=["owner"])
+    iam.delete_role_policy(RoleName=cluster, PolicyName=DENY_LOG_GROUP_POLICY)
 
     calls.clear()
     plan = stack.plan()
     assert calls.mutating() == []
     details = sorted((c.action, c.address, c.detail) for c in plan.changes)
     assert details == [
+        ("update", "iam.cluster-role", f"inline policy {DENY_LOG_GROUP_POLICY} (missing)"),
         ("update", "iam.cluster-role", "tags owner=exafunction"),
         ("update", "iam.cluster-role", "trust policy → eks only"),
         ("update", "iam.node-role", f"attach {POLICY}AmazonEKS_CNI_Policy"),
@@ -109,6 +118,7 @@ def test_plan_shows_drift_and_up_repairs_it(tmp_path: Path, iam: Any, calls: Cal
         assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": service}
         assert attached(iam, name) == policies
         assert tag_dict(role["Tags"])["owner"] == "exafunction"
+    assert iam.list_role_policies(RoleName=cluster)["PolicyNames"] == [DENY_LOG_GROUP_POLICY]
     calls.clear()
     stack.up()
     assert calls.mutating() == []

@@ -78,7 +78,8 @@ def test_sigkill_while_up_waits_for_the_cluster_then_up_again_builds_it_once(san
     run("up", "--sandbox", "--yes", cwd=sandbox)
     built = emulator_census(sandbox) - empty
     assert built["eks:cluster", "exafunction-cluster-example"] == 1
-    run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=sandbox)
+    run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", "--skip-final-snapshot",
+        cwd=sandbox)
     assert emulator_census(sandbox) == empty
 
     proc = subprocess.Popen([*exaprov_command(), "up", "--sandbox", "--yes"], cwd=sandbox,
@@ -103,5 +104,6 @@ def test_sigkill_while_up_waits_for_the_cluster_then_up_again_builds_it_once(san
     after = emulator_census(sandbox)
     assert after - empty == built, difference(built, after - empty)
 
-    run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=sandbox)
+    run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", "--skip-final-snapshot",
+        cwd=sandbox)
     assert emulator_census(sandbox) == empty, difference(empty, emulator_census(sandbox))

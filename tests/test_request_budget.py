@@ -5,7 +5,7 @@ A converged `up`, `status` or `plan` reads each kind of resource once (one descr
 by ID list per EC2 type, shared across steps), never per resource where one call serves.
 Counts are of requests made, deterministic; no timing.
 
-The 52 requests of a converged `up` (53 for `status` and `plan`), each needed to see drift of
+The 55 requests of a converged `up` (56 for `status` and `plan`), each needed to see drift of
 what exaprov manages:
 - sts GetCallerIdentity 1: the state's account check (credentials of another account).
 - ec2 (14): DescribeVpcs 2 (ours by tag; the client VPC: exists, CIDRs), DescribeVpcAttribute 2
@@ -20,12 +20,15 @@ what exaprov manages:
   state records which default each add-on was given for which Kubernetes version.
 - eks DescribeClusterVersions 1, `status` and `plan` only: the version's support and its dates.
 - autoscaling DescribeTags 1: the cluster-autoscaler tags of every group's ASG in one call.
-- iam (10): GetRole and ListAttachedRolePolicies per role (3 roles: cluster, node, the EBS CSI
-  driver's), GetRolePolicy (the cluster role's key access), GetOpenIDConnectProvider, GetUser,
-  ListAccessKeys.
-- kms (3): DescribeKey (by alias), GetKeyPolicy, ListResourceTags. logs (2): DescribeLogGroups
+- iam (11): GetRole and ListAttachedRolePolicies per role (3 roles: cluster, node, the EBS CSI
+  driver's), GetRolePolicy 2 (the cluster role's key access; its deny of logs:CreateLogGroup,
+  the eks module's), GetOpenIDConnectProvider, GetUser, ListAccessKeys.
+- kms (4): DescribeKey (by alias), GetKeyPolicy, GetKeyRotationStatus (DescribeKey does not say
+  whether automatic rotation is on), ListResourceTags. logs (2): DescribeLogGroups
   (retention), ListTagsForResource (owner and tags).
-- rds DescribeDBInstances 1 (also carries the DB subnet group). secretsmanager DescribeSecret 1.
+- rds DescribeDBInstances 1 (also carries the DB subnet group). secretsmanager DescribeSecret 2
+  (the backend user's secret key; the database password's rotation schedule, which RDS
+  turns on by itself and DescribeDBInstances does not show).
 - s3 (5): GetBucketTagging (also proves the bucket is there), GetPublicAccessBlock,
   GetBucketOwnershipControls, GetBucketEncryption, GetBucketPolicy (no batch read in S3).
 """
@@ -43,11 +46,13 @@ import pytest
 from tests.conftest import REGION, CallLog, cli
 
 # What a converged run asks today (the module docstring lists each request); a new
-# per-resource read makes these fail. 44 before EKS managed add-ons (+6 reads) and the EBS CSI
-# driver's role (+2); status and plan also read the version's support (+1).
-UP_BUDGET = 52
-STATUS_BUDGET = 53
-PLAN_BUDGET = 53
+# per-resource read makes these fail.
+# 44 until the eks module's parity and the password's rotation added three reads (docstring);
+# EKS managed add-ons (+6 reads) and the EBS CSI driver's role (+2); status and plan also read
+# the version's support (+1).
+UP_BUDGET = 55
+STATUS_BUDGET = 56
+PLAN_BUDGET = 56
 
 
 def _state(work: Path) -> dict[str, Any]:
@@ -90,6 +95,8 @@ def test_converged_runs_stay_within_the_budget(stack: dict[str, Any], calls: Cal
     assert counted[("iam", "ListOpenIDConnectProviders")] == 0
     assert counted[("rds", "DescribeDBSubnetGroups")] == 0
     assert counted[("secretsmanager", "GetSecretValue")] == 0
+    assert counted[("secretsmanager", "DescribeSecret")] == 2
+    assert counted[("kms", "GetKeyRotationStatus")] == 1 and counted[("iam", "GetRolePolicy")] == 2
     assert counted[("s3", "HeadBucket")] == 0
 
     counted, result = _count(calls, "status", "-o", "json")

@@ -110,7 +110,7 @@ def test_debug_output_never_prints_a_secret(stack: Stack) -> None:
     runs = [cli("up", "--yes", "--debug"), cli("outputs", "--debug"),
             cli("outputs", "--debug", "--output", "json"), cli("status", "--debug")]
     assert all(r.exit_code == 0 for r in runs), [r.output[-2000:] for r in runs]
-    assert "call GetSecretValue" in runs[0].output  # debug logging was on
+    assert "aws secretsmanager GetSecretValue(" in runs[0].output  # debug logging was on
     secrets.update(Stack(stack.folder).secret_values())  # the rotated key too
     for run in runs:
         for what, value in secrets.items():

@@ -1,10 +1,11 @@
 """What the EKS cluster needs before it is created (SPEC §2), as two steps.
 
 `kms` owns the symmetric KMS key that encrypts Kubernetes secrets and its alias
-`alias/eks/<cluster>`. Its key policy gives the account root `kms:*` (so IAM
-policies decide who uses the key) and, when configured, the
-`cluster.kms_key_administrators` the key-administration actions; it names no `*`
-principal. The key is found by its alias, else by the recorded ID, else by its
+`alias/eks/<cluster>`, with yearly automatic rotation on. Its key policy, as the eks
+module's, gives the account root `kms:*` (so IAM policies can grant use), the key
+administrators (`cluster.kms_key_administrators`, else the caller who created it) the
+key-administration actions and the cluster role (from `iam`) the key-user actions; it
+names no `*` principal. The key is found by its alias, else by the recorded ID, else by its
 tags (a crash between CreateKey and CreateAlias leaves a tagged key without alias).
 
 `logs` owns the control-plane log group `/aws/eks/<cluster>/cluster` and its
@@ -12,7 +13,7 @@ retention (`cluster.log_retention_in_days`, 0 = never expire). It must exist
 before the cluster: EKS would otherwise create it itself, untagged and with no
 retention.
 
-Reads: nothing upstream. Records: kms.key (id = key ID, with arn and alias);
+Reads: iam (the cluster role, kms only). Records: kms.key (id = key ID, with arn and alias);
 logs.log-group (id = its name). Destroy order: kms: alias → schedule the key's
 deletion with the minimum 7-day window (a key already pending deletion counts as
 gone); logs: the log group. Both work without state (alias, tags, name).
@@ -38,6 +39,9 @@ KEY_ADMIN_ACTIONS = ("kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*",
                      "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
                      "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
                      "kms:CancelKeyDeletion")
+# What the eks module gives its key users (the cluster role): encrypt Kubernetes secrets.
+KEY_USER_ACTIONS = ("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                    "kms:DescribeKey")
 
 
 def _found_or_none(ctx: StepContext, call: Any) -> Any:
@@ -55,17 +59,34 @@ def alias_name(ctx: StepContext) -> str:
     return f"alias/eks/{ctx.cfg.cluster.cluster_name}"
 
 
-def key_policy(ctx: StepContext) -> dict[str, Any]:
+def key_policy(ctx: StepContext, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The eks module's key policy: the account root (keeps the key manageable, lets IAM
+    policies grant use), key administrators and, as key user, the cluster role.
+
+    Administrators: `cluster.kms_key_administrators`, else those the live policy names (so
+    a teammate's `up` does not hand the key to whoever runs it), else the caller."""
     root = f"arn:{partition(ctx.cfg.region)}:iam::{ctx.call(ctx.aws.account_id)}:root"
     statements: list[dict[str, Any]] = [
         {"Sid": "AccountRoot", "Effect": "Allow", "Principal": {"AWS": root},
          "Action": "kms:*", "Resource": "*"}]
-    admins = sorted(ctx.cfg.cluster.kms_key_administrators)
-    if admins:
-        statements.append({"Sid": "KeyAdministration", "Effect": "Allow",
-                           "Principal": {"AWS": admins}, "Action": list(KEY_ADMIN_ACTIONS),
-                           "Resource": "*"})
+    admins = sorted(ctx.cfg.cluster.kms_key_administrators) or _live_admins(live) \
+        or [ctx.call(ctx.aws.caller_arn)]
+    statements.append({"Sid": "KeyAdministration", "Effect": "Allow",
+                       "Principal": {"AWS": admins}, "Action": list(KEY_ADMIN_ACTIONS),
+                       "Resource": "*"})
+    role = ctx.upstream.get("iam", {}).get("cluster_role_arn")
+    if role:
+        statements.append({"Sid": "KeyUsage", "Effect": "Allow", "Principal": {"AWS": role},
+                           "Action": list(KEY_USER_ACTIONS), "Resource": "*"})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _live_admins(live: dict[str, Any] | None) -> list[str]:
+    for statement in (live or {}).get("Statement", []):
+        if statement.get("Sid") == "KeyAdministration":
+            principals = (statement.get("Principal") or {}).get("AWS") or []
+            return sorted([principals] if isinstance(principals, str) else principals)
+    return []
 
 
 def kms_tags(ctx: StepContext) -> list[dict[str, str]]:
@@ -139,8 +160,8 @@ def ensure_kms(ctx: StepContext) -> dict[str, Any]:
     kms, alias = ctx.aws.client("kms"), alias_name(ctx)
     cluster = ctx.cfg.cluster.cluster_name
     description = f"exaprov {ctx.cfg.name}: EKS secrets encryption for {cluster}"
-    policy = key_policy(ctx)
     meta, aliased = find_key(ctx)
+    policy = key_policy(ctx) if meta is None else {}
     if meta is None:
         created: dict[str, Any] = {}
 
@@ -150,11 +171,14 @@ def ensure_kms(ctx: StepContext) -> dict[str, Any]:
                 Policy=json.dumps(policy), Tags=kms_tags(ctx))["KeyMetadata"])
             return str(created["KeyId"])
 
-        key_id = ctx.create("key", KEY_KIND, create, detail=f"symmetric, {alias}", name=alias)
+        key_id = ctx.create("key", KEY_KIND, create, detail=f"symmetric, {alias}, rotated yearly",
+                            name=alias)
         if not ctx.planning:
             ctx.run.writer.record(ctx.address("key"), arn=created["Arn"], alias=alias)
         ctx.update("key", KEY_KIND, f"alias {alias}", initial=True,
                    apply=lambda: kms.create_alias(AliasName=alias, TargetKeyId=key_id))
+        ctx.update("key", KEY_KIND, "automatic rotation", initial=True,
+                   apply=lambda: kms.enable_key_rotation(KeyId=key_id))
         arn = created.get("Arn", key_id)
         return {"kms_key_arn": arn, "kms_key_id": key_id, "kms_alias": alias}
 
@@ -173,9 +197,15 @@ def ensure_kms(ctx: StepContext) -> dict[str, Any]:
         ctx.update("key", KEY_KIND, "description",
                    lambda: kms.update_key_description(KeyId=key_id, Description=description))
     live_policy = ctx.call(lambda: kms.get_key_policy(KeyId=key_id, PolicyName="default"))["Policy"]
+    policy = key_policy(ctx, json.loads(live_policy))
     if normalise_policy(live_policy) != normalise_policy(policy):
         ctx.update("key", KEY_KIND, "key policy", lambda: kms.put_key_policy(
             KeyId=key_id, PolicyName="default", Policy=json.dumps(policy)))
+    # The eks module turns on yearly automatic rotation (KMS: every 365 days by default).
+    if meta["KeyState"] == "Enabled" and not ctx.call(
+            lambda: kms.get_key_rotation_status(KeyId=key_id)).get("KeyRotationEnabled"):
+        ctx.update("key", KEY_KIND, "automatic key rotation off → on",
+                   lambda: kms.enable_key_rotation(KeyId=key_id))
     live_tags = ctx.call(lambda: key_tags(ctx, key_id)) or {}
     missing = [t for t in kms_tags(ctx) if live_tags.get(t["TagKey"]) != t["TagValue"]]
     if missing:
@@ -297,5 +327,5 @@ def _arn(ctx: StepContext, name: str) -> str:
             f":log-group:{name}")
 
 
-KMS = Step("kms", (), ensure_kms, destroy_kms, title="KMS key for secrets")
+KMS = Step("kms", ("iam",), ensure_kms, destroy_kms, title="KMS key for secrets")
 LOGS = Step("logs", (), ensure_logs, destroy_logs, title="control-plane log group")

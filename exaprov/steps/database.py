@@ -10,13 +10,18 @@ primary security group; its rule carries PRIMARY_RULE_DESCRIPTION, which
 `database` owns the RDS instance `<exadeploy_id>-rds`: PostgreSQL of the configured
 major version (RDS picks the minor and upgrades it), in the network's DB subnet
 group, not public, with its master password managed by RDS in Secrets Manager
-(exaprov only ever sees the secret's ARN). Storage grows and the class changes in
-place; a smaller storage or another major version is refused before any change.
+(exaprov only ever sees the secret's ARN) and that secret's automatic rotation off
+unless `db_password_rotation_days` sets a schedule. gp3 storage with autoscaling, 7-day
+backups, DeletionProtection, tags copied to snapshots, minor version auto-upgrades and
+no RDS Extended Support enrolment by default, each reconciled in place. Storage grows
+and the class changes in place; a smaller storage (beyond what autoscaling grew) or
+another major version is refused before any change.
 
 Reads: network (vpc_id, db_subnet_group_name), security-groups (node and cluster
 SGs), cluster (cluster_primary_security_group_id), database-sg.
 Records: database-sg.db-sg, database.instance (ID = the identifier).
-Destroy order: database (refused while DeletionProtection is on; no final snapshot;
+Destroy order: database (refused while DeletionProtection is on; a final snapshot
+`<exadeploy_id>-final-<UTC date-time>` that the user keeps, unless `--skip-final-snapshot`;
 wait gone — RDS deletes the secret with it) and database-cluster-rule (revoke the
 rule, so EKS can delete its primary group) → database-sg (retrying
 DependencyViolation while the deleted instance's network interface lingers).
@@ -25,13 +30,14 @@ DependencyViolation while the deleted instance's network interface lingers).
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from exaprov.aws import tag_dict, tag_list
-from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown, unknown
+from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Observed, Step, StepContext, is_unknown, unknown
 from exaprov.errors import ExaprovError, InputError, error_code, is_not_found
 from exaprov.state import FAILED
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, verify_gone
@@ -40,6 +46,7 @@ from exaprov.steps.security_groups import Rule, describe_rules, ensure_group, en
 SG_KIND = "ec2:security-group"
 RULE_KIND = "ec2:security-group-rule"
 KIND = "rds:db-instance"
+SECRET_KIND = "secretsmanager:secret"
 PRIMARY_RULE_DESCRIPTION = "exaprov database: PostgreSQL from the EKS primary security group"
 CREATE_TIMEOUT = 40 * 60  # AWS: 5-10 minutes
 MODIFY_TIMEOUT = 40 * 60  # a class change: about 10 minutes
@@ -169,7 +176,9 @@ def ensure_database(ctx: StepContext) -> dict[str, Any]:
                           f"{backend.db_storage} GiB", name=ident)
         if ctx.planning:
             return _planned_outputs(ctx, ident)
-        return database_outputs(ctx, wait_for_database(ctx, ident, CREATE_TIMEOUT))
+        db = wait_for_database(ctx, ident, CREATE_TIMEOUT)
+        ensure_password_rotation(ctx, db, initial=True)
+        return database_outputs(ctx, db)
     _check_ours(ctx, db)
     _check_failed(ctx, db)
     _check_unchangeable(ctx, db)
@@ -178,6 +187,7 @@ def ensure_database(ctx: StepContext) -> dict[str, Any]:
         db = wait_for_database(ctx, ident, CREATE_TIMEOUT)  # a previous run stopped waiting
     if reconcile_database(ctx, db, sg_id) and not ctx.planning:
         db = wait_for_database(ctx, ident, MODIFY_TIMEOUT)
+    ensure_password_rotation(ctx, db)
     return database_outputs(ctx, db)
 
 
@@ -204,13 +214,14 @@ def _create_database(ctx: StepContext, ident: str, sg_id: str) -> str:
     try:
         ctx.aws.rds.create_db_instance(
             DBInstanceIdentifier=ident, Engine="postgres", EngineVersion=backend.postgres_version,
-            AutoMinorVersionUpgrade=True, DBInstanceClass=backend.db_instance_class,
-            AllocatedStorage=backend.db_storage, StorageType="gp3", DBName="postgres",
+            DBInstanceClass=backend.db_instance_class,
+            AllocatedStorage=backend.db_storage, DBName="postgres",
             MasterUsername=backend.db_username, ManageMasterUserPassword=True, Port=backend.db_port,
             DBSubnetGroupName=ctx.upstream["network"]["db_subnet_group_name"],
             VpcSecurityGroupIds=[sg_id], PubliclyAccessible=False,
-            StorageEncrypted=backend.db_storage_encrypted, CopyTagsToSnapshot=True,
-            DeletionProtection=False, Tags=tag_list(ctx.tags("instance")))
+            StorageEncrypted=backend.db_storage_encrypted,
+            **{key: value for key, (_, value, _) in wanted_settings(backend).items()},
+            Tags=tag_list(ctx.tags("instance")))
     except ClientError as exc:
         if error_code(exc) != "DBInstanceAlreadyExists":
             raise
@@ -267,7 +278,9 @@ def _check_unchangeable(ctx: StepContext, db: dict[str, Any]) -> None:
                         f"PostgreSQL {db['EngineVersion']} (major {live_major}), the config says "
                         f"{backend.postgres_version}; exaprov does not change major versions")
     storage = (db.get("PendingModifiedValues") or {}).get("AllocatedStorage", db["AllocatedStorage"])
-    if backend.db_storage < storage:
+    if backend.db_storage < storage and _autoscaled(backend, storage):
+        pass  # storage autoscaling grew it: RDS's doing, within the configured ceiling
+    elif backend.db_storage < storage:
         problems.append(f"module_repo_backend.db_storage: the database {ident} has {storage} GiB, "
                         f"the config says {backend.db_storage}; RDS storage cannot shrink")
     elif storage < backend.db_storage < math.ceil(storage * 1.1):
@@ -315,9 +328,13 @@ def reconcile_database(ctx: StepContext, db: dict[str, Any], sg_id: str) -> bool
     if live_sgs != [sg_id]:
         changes.append(f"security groups {', '.join(live_sgs) or 'none'} → {sg_id}")
         params["VpcSecurityGroupIds"] = [sg_id]
-    if not db.get("AutoMinorVersionUpgrade", True):
-        changes.append("minor version auto-upgrade off → on")
-        params["AutoMinorVersionUpgrade"] = True
+    for key, (label, value, shown) in wanted_settings(backend, db).items():
+        live = pending.get(key, db.get(key))
+        if live is None and key == "EngineLifecycleSupport":
+            continue  # not in the answer (moto's plain server): nothing to compare with
+        if live != value:
+            changes.append(f"{label} {_show(live)} → {shown}")
+            params[key] = value
     if not db.get("MasterUserSecret"):
         changes.append("master password → managed by RDS in Secrets Manager")
         params["ManageMasterUserPassword"] = True
@@ -329,6 +346,41 @@ def reconcile_database(ctx: StepContext, db: dict[str, Any], sg_id: str) -> bool
     return True
 
 
+def wanted_settings(backend: Any, db: dict[str, Any] | None = None) -> dict[str, tuple[str, Any, str]]:
+    """CreateDBInstance/ModifyDBInstance parameter → (what status calls it, the wanted value as
+    DescribeDBInstances shows it, that value for people). All change in place, at once."""
+    lifecycle = "open-source-rds-extended-support" if backend.db_extended_support \
+        else "open-source-rds-extended-support-disabled"
+    ceiling: Any = backend.db_max_allocated_storage or None
+    settings: dict[str, tuple[str, Any, str]] = {
+        "StorageType": ("storage type", backend.db_storage_type, backend.db_storage_type),
+        "BackupRetentionPeriod": ("backup retention", backend.db_backup_retention_days,
+                                  f"{backend.db_backup_retention_days} days"),
+        "DeletionProtection": ("deletion protection", backend.db_deletion_protection,
+                               _show(backend.db_deletion_protection)),
+        "CopyTagsToSnapshot": ("copy tags to snapshots", True, "on"),
+        "AutoMinorVersionUpgrade": ("minor version auto-upgrade", True, "on"),
+        "EngineLifecycleSupport": ("engine lifecycle support", lifecycle, lifecycle),
+    }
+    if ceiling is not None:
+        settings["MaxAllocatedStorage"] = ("storage autoscaling ceiling", ceiling, f"{ceiling} GiB")
+    elif db is not None and db.get("MaxAllocatedStorage"):
+        # Off: RDS turns storage autoscaling off when the ceiling equals the allocated storage
+        # (DescribeDBInstances then leaves MaxAllocatedStorage out).
+        settings["MaxAllocatedStorage"] = ("storage autoscaling ceiling", db["AllocatedStorage"], "off")
+    return settings
+
+
+def _autoscaled(backend: Any, storage: int) -> bool:
+    return bool(backend.db_max_allocated_storage) and storage <= backend.db_max_allocated_storage
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
 def _reconcile_tags(ctx: StepContext, db: dict[str, Any]) -> None:
     live = tag_dict(db.get("TagList"))
     missing = {k: v for k, v in ctx.tags("instance").items() if live.get(k) != v}
@@ -336,6 +388,50 @@ def _reconcile_tags(ctx: StepContext, db: dict[str, Any]) -> None:
         ctx.update("instance", KIND, "tags " + ", ".join(f"{k}={v}" for k, v in sorted(missing.items())),
                    lambda: ctx.aws.rds.add_tags_to_resource(ResourceName=db["DBInstanceArn"],
                                                             Tags=tag_list(missing)))
+
+
+# -- the master password's rotation ----------------------------------------------------
+#
+# RDS turns on rotation of the managed master secret, every 7 days, when it creates it
+# (RDS user guide, "Password management with Amazon RDS and AWS Secrets Manager"). The
+# module repository is handed the password once, so by default exaprov turns that rotation
+# off (secretsmanager:CancelRotateSecret, which AWS allows on an RDS-managed secret: the
+# Secrets Manager console's "disable automatic rotation"; terraform-provider-aws 6.62's
+# `rotation_enabled = false` does the same), or sets the configured schedule with
+# RotateSecret (RotationRules, RotateImmediately false: no rotation now).
+
+def ensure_password_rotation(ctx: StepContext, db: dict[str, Any], initial: bool = False) -> None:
+    arn = (db.get("MasterUserSecret") or {}).get("SecretArn")
+    if not arn:
+        return  # ManageMasterUserPassword is still being turned on: the next run sees it
+    secrets = ctx.aws.client("secretsmanager")
+    secret = ctx.call(lambda: secrets.describe_secret(SecretId=arn))
+    ctx.run.observe(Observed(ctx.address("master-password"), SECRET_KIND, arn, arn,
+                             rotation_text(secret)))
+    wanted = ctx.cfg.module_repo_backend.db_password_rotation_days
+    enabled = bool(secret.get("RotationEnabled"))
+    days = (secret.get("RotationRules") or {}).get("AutomaticallyAfterDays")
+    live = rotation_text(secret).split(";")[0]
+    if wanted is None and enabled:
+        ctx.update("master-password", SECRET_KIND, f"{live} → never (automatic rotation off)",
+                   lambda: secrets.cancel_rotate_secret(SecretId=arn), initial=initial)
+    elif wanted is not None and (not enabled or days != wanted):
+        ctx.update("master-password", SECRET_KIND, f"{live} → rotates every {wanted} days",
+                   lambda: secrets.rotate_secret(
+                       SecretId=arn, RotationRules={"AutomaticallyAfterDays": wanted},
+                       RotateImmediately=False), initial=initial)
+
+
+def rotation_text(secret: dict[str, Any]) -> str:
+    """The secret's rotation schedule as `status` shows it."""
+    if not secret.get("RotationEnabled"):
+        return "never rotates (automatic rotation off)"
+    rules = secret.get("RotationRules") or {}
+    every = f"every {rules['AutomaticallyAfterDays']} days" if rules.get("AutomaticallyAfterDays") \
+        else rules.get("ScheduleExpression", "on a schedule")
+    when = secret.get("NextRotationDate")
+    nxt = f"; next {when.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC" if isinstance(when, datetime) else ""
+    return f"rotates {every}{nxt}"
 
 
 def wait_for_database(ctx: StepContext, ident: str, timeout: float) -> dict[str, Any]:
@@ -456,13 +552,36 @@ def disable_deletion_protection(aws: Any, ident: str) -> None:
                                ApplyImmediately=True)
 
 
+def final_snapshot_name(ident: str, now: datetime | None = None) -> str:
+    """`<exadeploy_id>-final-<UTC date-time>`: unique per second, a valid snapshot identifier."""
+    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    return f"{ident.removesuffix('-rds')}-final-{stamp}"
+
+
+def _latest_final_snapshot(ctx: StepContext, ident: str) -> str | None:
+    prefix = f"{ident.removesuffix('-rds')}-final-"
+    found = ctx.call(lambda: ctx.aws.rds.describe_db_snapshots(
+        DBInstanceIdentifier=ident, SnapshotType="manual"))["DBSnapshots"]
+    names = sorted(s["DBSnapshotIdentifier"] for s in found
+                   if s["DBSnapshotIdentifier"].startswith(prefix))
+    return names[-1] if names else None
+
+
 def _delete_database(ctx: StepContext, ident: str) -> None:
     rds = ctx.aws.rds
+    # RDS takes the final snapshot once the instance stops taking writes. The snapshot is the
+    # user's to keep: no step of exaprov ever deletes a snapshot (with CopyTagsToSnapshot it
+    # carries the instance's tags, which help the user find it).
+    snapshot = final_snapshot_name(ident) if ctx.run.final_snapshot else None
+    final: dict[str, Any] = {"FinalDBSnapshotIdentifier": snapshot} if snapshot \
+        else {"SkipFinalSnapshot": True}
+
+    deleted: list[bool] = []
 
     def delete() -> None:
         try:
-            rds.delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True,
-                                   DeleteAutomatedBackups=True)
+            rds.delete_db_instance(DBInstanceIdentifier=ident, DeleteAutomatedBackups=True, **final)
+            deleted.append(True)
         except ClientError as exc:
             # Already deleting: just wait. Else (modifying, backing-up): retried until it can.
             if error_code(exc) != "InvalidDBInstanceState" \
@@ -471,6 +590,13 @@ def _delete_database(ctx: StepContext, ident: str) -> None:
 
     ctx.retry_while(f"delete database {ident}", delete, {"InvalidDBInstanceState"},
                     timeout=DELETE_TIMEOUT)
+    if snapshot and not deleted:  # already deleting (an earlier destroy): its snapshot, if any
+        snapshot = _latest_final_snapshot(ctx, ident)
+    if snapshot:
+        ctx.run.kept.append(f"the database's final snapshot {snapshot} (RDS, {ctx.cfg.region}); "
+                            f"restore it with `aws rds restore-db-instance-from-db-snapshot "
+                            f"--db-snapshot-identifier {snapshot} ...`; exaprov never deletes it")
+        ctx.report(f"final snapshot {snapshot}")
     wait_for_gone(ctx, ident)  # the RDS-managed secret goes with the instance
 
 

@@ -1,7 +1,8 @@
 """The cluster's IAM roles (SPEC §2, "IAM"), as the step `iam`.
 
 Owns two roles with deterministic names: `<cluster>-cluster`, which EKS assumes
-(trust `eks.amazonaws.com`, AmazonEKSClusterPolicy), and `<cluster>-node`, which
+(trust `eks.amazonaws.com`, AmazonEKSClusterPolicy, AmazonEKSVPCResourceController and an
+inline policy denying logs:CreateLogGroup), and `<cluster>-node`, which
 the nodes' EC2 instances assume (trust `ec2.amazonaws.com`, AmazonEKSWorkerNodePolicy,
 AmazonEKS_CNI_Policy, AmazonEC2ContainerRegistryReadOnly). Each role carries
 exactly those managed policies: missing ones are attached, extra ones detached.
@@ -45,12 +46,22 @@ class RoleSpec:
 
 ROLES = (
     # Current EKS docs give the cluster role's trust sts:TagSession as well.
+    # AmazonEKSVPCResourceController as the eks module attaches it (security groups for pods).
     RoleSpec("cluster-role", "cluster", "eks", ("sts:AssumeRole", "sts:TagSession"),
-             ("AmazonEKSClusterPolicy",)),
+             ("AmazonEKSClusterPolicy", "AmazonEKSVPCResourceController")),
     RoleSpec("node-role", "node", "ec2", ("sts:AssumeRole",),
              ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
               "AmazonEC2ContainerRegistryReadOnly")),
 )
+
+
+# The cluster role's inline policy, as the eks module's: EKS may not create the control-plane
+# log group itself. The `logs` step makes it (tagged, with retention) before the cluster;
+# without this, EKS would re-create it untagged and never expiring, e.g. after a destroy.
+DENY_LOG_GROUP_POLICY = "exaprov-deny-log-group-creation"
+DENY_LOG_GROUP = {"Version": "2012-10-17", "Statement": [
+    {"Sid": "DenyCreateLogGroup", "Effect": "Deny", "Action": ["logs:CreateLogGroup"],
+     "Resource": "*"}]}
 
 
 def partition(region: str) -> str:
@@ -156,6 +167,9 @@ def ensure_role(ctx: StepContext, spec: RoleSpec) -> tuple[str, str]:
         for policy in sorted(wanted_policies):
             ctx.update(spec.logical, KIND, f"attach {policy}", initial=True,
                        apply=lambda p=policy: iam.attach_role_policy(RoleName=name, PolicyArn=p))
+        if spec.logical == "cluster-role":
+            ctx.update(spec.logical, KIND, f"inline policy {DENY_LOG_GROUP_POLICY}", initial=True,
+                       apply=lambda: _put_deny_log_group(iam, name))
         return arn, name
 
     if not is_ours(ctx, spec.logical, role):
@@ -177,12 +191,29 @@ def ensure_role(ctx: StepContext, spec: RoleSpec) -> tuple[str, str]:
     for policy in sorted(attached - wanted_policies):
         ctx.update(spec.logical, KIND, f"detach {policy}",
                    lambda p=policy: iam.detach_role_policy(RoleName=name, PolicyArn=p))
+    if spec.logical == "cluster-role":
+        try:
+            document: Any = ctx.call(lambda: iam.get_role_policy(
+                RoleName=name, PolicyName=DENY_LOG_GROUP_POLICY))["PolicyDocument"]
+        except AwsError as exc:
+            if exc.__cause__ is None or not is_not_found(exc.__cause__):
+                raise
+            document = None
+        if document is None or normalise_policy(document) != normalise_policy(DENY_LOG_GROUP):
+            ctx.update(spec.logical, KIND, f"inline policy {DENY_LOG_GROUP_POLICY} "
+                                           f"({'missing' if document is None else 'changed'})",
+                       lambda: _put_deny_log_group(iam, name))
     live = tag_dict(role.get("Tags"))
     missing = {k: v for k, v in tags.items() if live.get(k) != v}
     if missing:
         ctx.update(spec.logical, KIND, "tags " + ", ".join(f"{k}={v}" for k, v in sorted(missing.items())),
                    lambda: iam.tag_role(RoleName=name, Tags=tag_list(missing)))
     return arn, name
+
+
+def _put_deny_log_group(iam: Any, role: str) -> None:
+    iam.put_role_policy(RoleName=role, PolicyName=DENY_LOG_GROUP_POLICY,
+                        PolicyDocument=json.dumps(DENY_LOG_GROUP))
 
 
 def destroy_iam(ctx: StepContext) -> None:

@@ -354,9 +354,10 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
     name = f"{ctx.cfg.network.vpc_name}-nat"
     eip = Ec2Items(ctx, "describe_addresses", "ec2:elastic-ip").pick("eip")
     if eip is None:
-        allocation_id = ctx.create("eip", "ec2:elastic-ip", lambda token: ec2.allocate_address(
-            Domain="vpc", TagSpecifications=tag_specs(ctx, "elastic-ip", "eip", name),
-        )["AllocationId"], name=name)
+        eip = {}
+        allocation_id = ctx.create("eip", "ec2:elastic-ip", lambda token: eip.update(
+            ec2.allocate_address(Domain="vpc", TagSpecifications=tag_specs(
+                ctx, "elastic-ip", "eip", name))) or eip["AllocationId"], name=name)
     else:
         allocation_id = ctx.found("eip", "ec2:elastic-ip", eip["AllocationId"])
         reconcile_tags(ctx, "eip", "ec2:elastic-ip", eip, allocation_id, name=name)
@@ -399,7 +400,8 @@ def ensure_nat(ctx: StepContext) -> dict[str, Any]:
             describe=lambda t: "listed" if t else "not listed")
     # Pointing the private default route at a new NAT gateway is part of creating it.
     ensure_route(ctx, "nat", table, ANYWHERE, "NatGatewayId", nat_id, initial=created)
-    return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id}
+    return {"nat_gateway_id": nat_id, "eip_allocation_id": allocation_id,
+            "nat_public_ip": eip.get("PublicIp")}
 
 
 def describe_nat(ctx: StepContext, nat_id: str, absent: str) -> dict[str, Any]:

@@ -173,11 +173,17 @@ def launch_template_data(ctx: StepContext, spec: GroupSpec, node_sg: str) -> dic
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled",
                             "HttpPutResponseHopLimit": ctx.cfg.cluster.imds_hop_limit},
         "SecurityGroupIds": [node_sg],
+        # One-minute EC2 metrics, as the eks module's launch templates (cluster.detailed_monitoring).
+        "Monitoring": {"Enabled": ctx.cfg.cluster.detailed_monitoring},
     }
+    # As the eks module: the instance tags on the instances, their volumes and their network
+    # interfaces, and a Name (<cluster>-<group>) on instances and volumes.
     tags = tag_list(ctx.cfg.cluster.instance_tags)
-    if tags:
-        data["TagSpecifications"] = [{"ResourceType": "instance", "Tags": tags},
-                                     {"ResourceType": "volume", "Tags": tags}]
+    named = tag_list({**ctx.cfg.cluster.instance_tags,
+                      "Name": f"{ctx.cfg.cluster.cluster_name}-{spec.name}"})
+    data["TagSpecifications"] = [{"ResourceType": "instance", "Tags": named},
+                                 {"ResourceType": "volume", "Tags": named}] \
+        + ([{"ResourceType": "network-interface", "Tags": tags}] if tags else [])
     return data
 
 
@@ -191,7 +197,9 @@ def _lt_digest(data: dict[str, Any]) -> str:
                    bool(ebs.get("DeleteOnTermination")), bool(ebs.get("Encrypted"))],
         "imds": [meta.get("HttpTokens"), int(meta.get("HttpPutResponseHopLimit", 0))],
         "sgs": sorted(data.get("SecurityGroupIds", [])),
-        "tags": [tagspecs.get("instance", {}), tagspecs.get("volume", {})],
+        "tags": [tagspecs.get("instance", {}), tagspecs.get("volume", {}),
+                 tagspecs.get("network-interface", {})],
+        "monitoring": bool((data.get("Monitoring") or {}).get("Enabled")),
     }, sort_keys=True)
 
 
@@ -226,7 +234,7 @@ def ensure_launch_template(ctx: StepContext, templates: Ec2Items, spec: GroupSpe
         _record_version(ctx, logical, latest, wanted)
         return lt_id, latest
     version: list[str] = [str(int(latest) + 1)]
-    ctx.update(logical, "ec2:launch-template", "new version (disk size / instance tags / IMDS)",
+    ctx.update(logical, "ec2:launch-template", "new version (disk size / instance tags / IMDS / monitoring)",
                lambda: version.__setitem__(0, str(ec2.create_launch_template_version(
                    LaunchTemplateId=lt_id, LaunchTemplateData=data,
                )["LaunchTemplateVersion"]["VersionNumber"])))

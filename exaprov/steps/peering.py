@@ -186,7 +186,8 @@ def ensure_peer(ctx: StepContext, live: list[dict[str, Any]], net: dict[str, Any
     if ctx.recording:
         ctx.run.writer.record(ctx.address(f"sg-rule:{peer.vpc_id}"), kind=KIND_RULE, id=node_sg,
                               cidrs=peer.cidrs)
-    return {"pcx_id": pcx_id, "cidrs": peer.cidrs}
+    return {"pcx_id": pcx_id, "cidrs": peer.cidrs,
+            "client_route_table_ids": sorted(t["RouteTableId"] for t in peer.tables)}
 
 
 def ensure_connection(ctx: StepContext, live: list[dict[str, Any]], deployment_vpc: str,
