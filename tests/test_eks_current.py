@@ -367,7 +367,7 @@ def test_destroy_of_a_protected_cluster_needs_the_flag(workdir: Path, aws: None,
     assert "--disable-deletion-protection" in result.output
     assert calls.mutating() == []
     assert census() == built, difference(built, census())
-    result = cli("destroy", "--yes", "--disable-deletion-protection")
+    result = cli("destroy", "--yes", "--disable-deletion-protection", "--skip-final-snapshot")
     assert result.exit_code == 0, result.output
     assert "turning off deletion protection of EKS cluster" in result.output
     assert census() == before, difference(before, census())
@@ -377,7 +377,7 @@ def test_destroy_deletes_addons_before_the_ebs_role_and_the_cluster(
         workdir: Path, aws: None, calls: CallLog) -> None:
     up("--yes")
     calls.clear()
-    assert cli("destroy", "--yes", "--disable-deletion-protection").exit_code == 0
+    assert cli("destroy", "--yes", "--disable-deletion-protection", "--skip-final-snapshot").exit_code == 0
     ops = [op for _, op in calls.mutating()]
     deletes = [i for i, op in enumerate(ops) if op == "DeleteAddon"]
     assert len(deletes) == 5
