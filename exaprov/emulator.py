@@ -6,8 +6,10 @@ moto's EKS what real EKS does and moto skips: the cluster's primary security
 group, a unique OIDC issuer per cluster, a real Auto Scaling group (and EKS's
 own launch template) behind every managed node group, CREATING / UPDATING /
 DELETING durations, version upgrades, endpoint and logging updates, update
-records, and access entries; RDS instances `creating` / `backing-up` / `deleting`
-and NAT gateways `pending` / `deleting` for as long as AWS keeps them so.
+records, and access entries (and, in exaprov/emulator_eks.py, Kubernetes versions,
+managed add-ons, upgrade insights, deletion protection and the support type); RDS
+instances `creating` / `backing-up` / `deleting` and NAT gateways `pending` /
+`deleting` for as long as AWS keeps them so.
 
 A latency model says how long each takes and how long each request's round trip
 is, all multiplied by one time scale: `configure_durations()` (tests), or
@@ -1403,6 +1405,13 @@ _RESPONSE_METHODS: dict[str, Callable[..., Any]] = {
     "disassociate_access_policy": _r_disassociate_access_policy,
 }
 
+# The EKS grown since (versions, managed add-ons, insights, deletion protection, node group
+# update and repair settings) lives in its own module, merged into these tables.
+from exaprov import emulator_eks  # noqa: E402
+
+emulator_eks.extend(sys.modules[__name__], _BACKEND_REPLACEMENTS, _BACKEND_ADDITIONS,
+                    _RESPONSE_METHODS)
+
 
 def _install_eks() -> None:
     """Patch moto's EKS backend, responses and URLs (once: the classes carry a marker)."""
@@ -1424,7 +1433,7 @@ def _install_eks() -> None:
     for name, method in _RESPONSE_METHODS.items():
         setattr(response_cls, name, method)
     # moto reads url_paths each request (in-process) and when the server builds its app.
-    for pattern in EXTRA_URL_PATHS:
+    for pattern in EXTRA_URL_PATHS + emulator_eks.URL_PATHS:
         urls.url_paths.setdefault(pattern, urls.response.dispatch)
     backend_cls._exaprov_patched = True
 

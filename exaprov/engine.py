@@ -98,6 +98,7 @@ class RunResult:
     outcomes: dict[str, Outcome]
     changes: list[Change]
     observed: list[Observed]
+    notices: list[str] = field(default_factory=list)  # what `plan` / `status` say besides changes
 
     @property
     def failed(self) -> list[Outcome]:
@@ -163,6 +164,7 @@ class Run:
         self._mutex = threading.Lock()
         self.changes: list[Change] = []
         self.observed: dict[str, Observed] = {}
+        self.notices: list[str] = []
         self._shared: dict[Any, Future[Any]] = {}
         # destroy: take the database's final snapshot (`--skip-final-snapshot` clears it);
         # what destroy leaves for the user to keep (such a snapshot), to name at the end.
@@ -201,6 +203,11 @@ class Run:
     def add_change(self, change: Change) -> None:
         with self._mutex:
             self.changes.append(change)
+
+    def notice(self, text: str) -> None:
+        with self._mutex:
+            if text not in self.notices:
+                self.notices.append(text)
 
     def observe(self, row: Observed) -> Observed:
         with self._mutex:
@@ -478,7 +485,7 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         pool.shutdown(wait=not abandon, cancel_futures=True)
     for name in graph:
         outcomes.setdefault(name, Outcome(name, "skipped"))
-    return RunResult(outcomes, list(run.changes), list(run.observed.values()))
+    return RunResult(outcomes, list(run.changes), list(run.observed.values()), list(run.notices))
 
 
 _CANCEL_POLL = 0.2  # how often the walk notices a cancel while steps are busy (seconds)

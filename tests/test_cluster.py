@@ -40,7 +40,7 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
     assert result.exit_code == 0, result.output
     cluster = eks().describe_cluster(name=CLUSTER)["cluster"]
     network = json.loads(Path("state/example.json").read_text())["outputs"]["network"]
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == "1.35"
     vpc_config = cluster["resourcesVpcConfig"]
     assert sorted(vpc_config["subnetIds"]) == sorted(network["private_subnet_ids"])
     assert vpc_config["endpointPrivateAccess"] and vpc_config["endpointPublicAccess"]

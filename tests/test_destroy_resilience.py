@@ -163,7 +163,7 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
     state = Path("state/example.json").read_text()
 
     result = cli("destroy", "--yes")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert DATABASE in result.output and "DeletionProtection" in result.output
     assert "--disable-deletion-protection" in result.output
     assert "modify-db-instance" in result.output

@@ -78,6 +78,8 @@ class GroupSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, EKS effect)
     runner: bool = False
+    max_unavailable_percentage: int = 33  # rolling updates (the Terraform modules' value)
+    node_repair: bool = False  # EKS node auto repair
 
     def immutable(self, ami_type: str) -> str:
         """What EKS cannot change in place; a change means a replacement group."""
@@ -117,7 +119,7 @@ def _from_config(name: str, pool: Any, runner: bool) -> GroupSpec:
     unique = tuple(dict.fromkeys((t["key"], t["value"], t["effect"]) for t in taints))
     return GroupSpec(name, pool.node_instance_type, pool.capacity_type, pool.node_instance_category,
                      pool.disk_size, pool.min_size, pool.max_size, pool.min_size, labels, unique,
-                     runner)
+                     runner, pool.max_unavailable_percentage, pool.repairs_nodes)
 
 
 def desired_groups(cfg: Any) -> dict[str, GroupSpec]:
@@ -148,7 +150,26 @@ def asg_tags(spec: GroupSpec, cfg: Any) -> dict[str, str]:
         tags[f"{AUTOSCALER_TEMPLATE}/label/{key}"] = value
     for key, value, effect in spec.taints:
         tags[f"{AUTOSCALER_TEMPLATE}/taint/{key}"] = f"{value}:{K8S_EFFECT[effect]}"
+    resource = accelerator_resource(spec)
+    if resource:
+        # Without it the autoscaler cannot tell that a node of an empty GPU pool would satisfy
+        # a pod asking for nvidia.com/gpu, and does not scale it up from zero
+        # (kubernetes/autoscaler#5278).
+        tags[f"{AUTOSCALER_TEMPLATE}/resources/{resource[0]}"] = str(resource[1])
     return tags
+
+
+def accelerator_resource(spec: GroupSpec) -> tuple[str, int] | None:
+    """(extended resource, count per node) of an accelerator pool, from the instance-type table;
+    only where the pool's AMI runs the device plugin (gpu: NVIDIA, inferentia: Neuron)."""
+    from exaprov.instance_types import ACCELERATOR_RESOURCE, describe
+
+    info = describe(spec.instance_type)
+    wanted = {"gpu": "nvidia", "inferentia": "neuron"}.get(spec.category)
+    if info is None or info.accelerator is None or info.accelerator != wanted \
+            or not info.accelerator_count:
+        return None
+    return ACCELERATOR_RESOURCE[info.accelerator], info.accelerator_count
 
 
 # -- launch templates -------------------------------------------------------------------
@@ -358,6 +379,10 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
         "labels": spec.labels,
         "taints": [{"key": k, "value": v, "effect": e} for k, v, e in spec.taints],
         "tags": ctx.tags(group_logical(spec.name), name=name),
+        "updateConfig": {"maxUnavailablePercentage": spec.max_unavailable_percentage},
+        # Off by default in EKS; for GPU and Inferentia pools it replaces a node whose
+        # accelerator fails (EKS node health monitoring reports it).
+        "nodeRepairConfig": {"enabled": spec.node_repair},
     }
 
     def create(token: str) -> str:
@@ -422,6 +447,13 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
                              for k, v, e in live_taints - set(spec.taints)
                              if (k, e) not in {(sk, se) for sk, _, se in spec.taints}]}.items() if v}
         details.append("taints")
+    if (group.get("updateConfig") or {}).get("maxUnavailablePercentage") != \
+            spec.max_unavailable_percentage:
+        update["updateConfig"] = {"maxUnavailablePercentage": spec.max_unavailable_percentage}
+        details.append(f"rolling updates {spec.max_unavailable_percentage}% at a time")
+    if bool((group.get("nodeRepairConfig") or {}).get("enabled")) != spec.node_repair:
+        update["nodeRepairConfig"] = {"enabled": spec.node_repair}
+        details.append(f"node auto repair {'on' if spec.node_repair else 'off'}")
     if update:
         ctx.update(group_logical(spec.name), "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
             ctx, cluster_name, eks.update_nodegroup_config(
@@ -539,5 +571,6 @@ def destroy_node_groups(ctx: StepContext) -> None:
     verify_gone(ctx, {"describe_launch_templates": "ec2:launch-template"})
 
 
-NODE_GROUPS = Step("node-groups", ("cluster", "nat", "iam", "security-groups", "network"),
+# After `addons`: in an upgrade the add-ons reach the new version's defaults before the nodes roll.
+NODE_GROUPS = Step("node-groups", ("cluster", "addons", "nat", "iam", "security-groups", "network"),
                    ensure_node_groups, destroy_node_groups, title="EKS managed node groups")
