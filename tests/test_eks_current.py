@@ -410,7 +410,10 @@ def test_accelerator_pools_tell_the_autoscaler_their_devices_per_node(
 def test_the_default_version_is_in_standard_support_with_known_dates() -> None:
     from exaprov.config import DEFAULT_KUBERNETES_VERSION
 
-    info = eks_versions.shipped()[DEFAULT_KUBERNETES_VERSION]
+    # As of the day the table (and with it the default) was written, not of the day the suite
+    # runs: a release must not turn red on a date. Users see the warning at run time.
+    as_of = date.fromisoformat(eks_versions.table_date())
+    info = eks_versions.shipped(as_of)[DEFAULT_KUBERNETES_VERSION]
     assert info.status == eks_versions.STANDARD and not info.approximate
     # ... and stays so for a while: no warning yet (more than 60 days left).
-    assert eks_versions.describe(info, DEFAULT_KUBERNETES_VERSION)[1] is None
+    assert eks_versions.describe(info, DEFAULT_KUBERNETES_VERSION, day=as_of)[1] is None
