@@ -332,9 +332,16 @@ def main() -> None:
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
               help="full: every key with its default and a comment (SPEC's example); minimal: "
                    "name and region only.")
+@click.option("--profile", default=None, help="AWS profile to ask EKS for its Kubernetes versions.")
+@click.option("--offline", is_flag=True, envvar="EXAPROV_OFFLINE",
+              help="Do not ask EKS for its versions: use exaprov's own table.")
 @handle_errors
-def init(config_path: Path, name: str, region: str, force: bool, example: str) -> None:
-    """Write a config file with every key, its default and a comment."""
+def init(config_path: Path, name: str, region: str, force: bool, example: str,
+         profile: str | None, offline: bool) -> None:
+    """Write a config file with every key, its default and a comment.
+
+    cluster_version is the newest Kubernetes version in EKS standard support: read from
+    eks:DescribeClusterVersions when AWS credentials are at hand, else from exaprov's table."""
     from exaprov.config import parse_config
     from exaprov.config_template import render_config
     from exaprov.paths import check_file
@@ -344,10 +351,47 @@ def init(config_path: Path, name: str, region: str, force: bool, example: str) -
     if config_path.exists() and not force:
         click.echo(f"{config_path} exists; keeping it (--force overwrites).", err=True)
         return
-    _write_config_file(config_path, render_config(name=name, region=region, full=example == "full"))
+    version, source = _newest_version(region, profile, offline)
+    _write_config_file(config_path, render_config(name=name, region=region, full=example == "full",
+                                                  cluster_version=version))
+    click.echo(f"Kubernetes {version}: the newest in EKS standard support ({source}).", err=True)
     click.echo(f"Wrote {config_path}. Next: `exaprov plan`, then `exaprov up` against your AWS "
                "account, or try it first against the local emulator: `exaprov up --sandbox`.",
                err=True)
+
+
+def _newest_version(region: str, profile: str | None, offline: bool) -> tuple[str, str]:
+    """(version, where it came from). EKS is asked only with credentials at hand, once, with
+    short timeouts: init must not hang on a laptop without network or AWS setup."""
+    from exaprov import eks_versions
+    from exaprov.config import DEFAULT_KUBERNETES_VERSION, SUPPORTED_KUBERNETES_VERSIONS
+
+    def pick(found: dict[str, Any]) -> str | None:
+        known = {v: i for v, i in found.items() if v in SUPPORTED_KUBERNETES_VERSIONS}
+        return eks_versions.newest_standard(known)
+
+    why = "--offline"
+    if not offline:
+        try:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            session = boto3.Session(profile_name=profile, region_name=region)
+            if session.get_credentials() is None:
+                why = "no AWS credentials"
+            else:
+                eks = session.client("eks", config=BotoConfig(
+                    connect_timeout=3, read_timeout=5, retries={"max_attempts": 1}))
+                newest = pick(eks_versions.from_eks(eks))
+                if newest:
+                    return newest, "eks:DescribeClusterVersions"
+                why = "EKS listed no version exaprov knows in standard support"
+        except Exception as exc:  # noqa: BLE001 - any AWS or network problem: the table
+            why = f"EKS could not be asked: {type(exc).__name__}"
+    # From the table, only a version whose dates are confirmed (not estimated).
+    confirmed = {v: i for v, i in eks_versions.shipped().items() if not i.approximate}
+    newest = pick(confirmed) or DEFAULT_KUBERNETES_VERSION
+    return newest, f"exaprov's table as of {eks_versions.table_date()}; {why}"
 
 
 def _write_config_file(path: Path, text: str) -> None:
@@ -407,9 +451,11 @@ def plan(output: str, detailed_exitcode: bool, out_path: Path | None, **kw: Any)
         saved_plan.write(out_path, to_save)
     if output == "json":
         render.print_json({"changes": render.changes_json(result.changes),
-                           "summary": render.change_counts(result.changes)})
+                           "summary": render.change_counts(result.changes),
+                           "notices": result.notices})
     else:
         render.print_plan(result.changes)
+        _print_notices(result.notices)
     if out_path is not None:
         click.echo(f"Wrote the plan to {out_path}. `exaprov up --plan {out_path}"
                    f"{_sandbox_flag(kw)}` applies exactly these changes, or none if anything "
@@ -468,9 +514,10 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
     if output == "json":
         rows = render.observed_json(result.observed)
         render.print_json({"resources": rows, "changes": render.changes_json(result.changes),
-                           "in_sync": not result.changes})
+                           "in_sync": not result.changes, "notices": result.notices})
     else:
         render.print_status(result.observed)
+        _print_notices(result.notices)
         click.echo("In sync." if not result.changes else
                    f"Out of sync: {render.summary_line(result.changes)} (`exaprov up"
                    f"{_sandbox_flag(kw)}` fixes it).", err=True)
@@ -482,8 +529,9 @@ def status(output: str, detailed_exitcode: bool, **kw: Any) -> None:
 @target_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--disable-deletion-protection", is_flag=True,
-              help="Turn off the database's DeletionProtection and delete it (its data is lost); "
-                   "without it, a protected database stops destroy before anything is deleted.")
+              help="Turn off the deletion protection of the EKS cluster and the database's "
+                   "DeletionProtection, and delete them (the data is lost); without it, either "
+                   "protection stops destroy before anything is deleted (exit 2).")
 @click.option("--skip-final-snapshot", is_flag=True,
               help="Delete the database without taking its final snapshot "
                    "(<exadeploy_id>-final-<UTC date-time>, which exaprov never deletes).")
@@ -494,8 +542,10 @@ def destroy(yes: bool, disable_deletion_protection: bool, skip_final_snapshot: b
     from exaprov import render
 
     deployment = _deployment(kw)
+    lifting = " (turning off the deletion protection of its cluster and database)" \
+        if disable_deletion_protection else ""
     if not yes and not _confirm(f"Delete every resource of deployment "
-                                f"{deployment.cfg.name!r} in {deployment.cfg.region}?"):
+                                f"{deployment.cfg.name!r} in {deployment.cfg.region}{lifting}?"):
         click.echo("Nothing deleted.", err=True)
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:
@@ -934,6 +984,15 @@ def sandbox_stop(yes: bool) -> None:
         click.echo("Stopped the emulator an older exaprov ran for this folder (state/sandbox).",
                    err=True)
     click.echo("Sandbox emulator stopped." if sb.stop() else "No sandbox emulator was running.")
+
+
+def _print_notices(notices: list[str]) -> None:
+    for notice in notices:
+        if notice.startswith("WARNING: "):
+            click.secho("warning: ", fg="yellow", bold=True, err=True, nl=False)
+            click.echo(notice.removeprefix("WARNING: "), err=True)
+        else:
+            click.echo(notice, err=True)
 
 
 def _confirm(question: str) -> bool:

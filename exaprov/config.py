@@ -45,8 +45,11 @@ from exaprov.paths import file_kind
 
 DEFAULT_REGION = "us-west-1"
 # EKS standard and extended support; the seed's 1.22 is long gone.
-SUPPORTED_KUBERNETES_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
-DEFAULT_KUBERNETES_VERSION = "1.34"
+SUPPORTED_KUBERNETES_VERSIONS = ("1.29", "1.30", "1.31", "1.32", "1.33", "1.34", "1.35", "1.36")
+# In standard support until 2027-03-27 (1.34 left it on 2026-12-02: billed at the extended
+# rate since). Fixed here, so a config without the key never upgrades by itself; `exaprov
+# init` writes the newest version EKS offers in standard support. exaprov/eks_versions.py.
+DEFAULT_KUBERNETES_VERSION = "1.35"
 # The only values CloudWatch Logs' PutRetentionPolicy accepts.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
@@ -89,6 +92,8 @@ _IAM_PRINCIPAL_RE = re.compile(rf"arn:aws[a-z-]*:iam::\d{{12}}:(root|(user|role)
 _DB_USERNAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,62}")
 _DB_CLASS_RE = re.compile(r"db\.[a-z0-9]+\.[a-z0-9]+")
 _S3_URL_RE = re.compile(r"s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])/(.+)")
+_ADDON_NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
+_ADDON_VERSION_RE = re.compile(r"v?\d+\.\d+\.\d+[-+._A-Za-z0-9]*")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 # EKS limits, checked up front (EKS user guide, "Amazon EKS service quotas", Dec 2026): the
@@ -521,6 +526,23 @@ class NodeGroupSpec(_Model):
                        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"},
         additionalProperties={"type": "string", "minLength": 1, "maxLength": 63,
                               "pattern": _LABEL_VALUE_PATTERN}))
+    # Rolling updates: the share of nodes EKS may take down at once (the Terraform modules' 33).
+    max_unavailable_percentage: Int = Field(33, **_schema(minimum=1, maximum=100))
+    # EKS node auto repair (off by default in EKS); None = on for gpu and inferentia pools.
+    node_repair: StrictBool | None = None
+
+    @property
+    def repairs_nodes(self) -> bool:
+        if self.node_repair is not None:
+            return self.node_repair
+        return self.node_instance_category in ("gpu", "inferentia")
+
+    @field_validator("max_unavailable_percentage")
+    @classmethod
+    def _max_unavailable(cls, v: int) -> int:
+        if not 1 <= v <= 100:
+            _fail("is out of range", v, "a percentage of the group's nodes from 1 to 100")
+        return v
 
     @field_validator("node_instance_type")
     @classmethod
@@ -764,6 +786,27 @@ class ClusterConfig(_Model):
     imds_hop_limit: Int = Field(1, **_schema(  # exaprov extra: IMDSv2 hop limit
         minimum=1, maximum=64))
     detailed_monitoring: StrictBool = True  # the nodes' one-minute EC2 metrics (the eks module's)
+    # EKS in December 2026 (exaprov/steps/addons.py, exaprov/eks_versions.py): what happens at
+    # the end of standard support (STANDARD: EKS upgrades the control plane; EXTENDED: billed at
+    # $0.60 instead of $0.10 per hour), deletion protection, and managed add-ons pinned to a
+    # version or added by name (null = EKS's default version for the cluster's Kubernetes).
+    support_type: Literal["STANDARD", "EXTENDED"] = "STANDARD"
+    deletion_protection: StrictBool = True
+    addons: dict[str, str | None] = Field(default_factory=dict)
+
+    @field_validator("addons")
+    @classmethod
+    def _addons(cls, addons: dict[str, str | None]) -> dict[str, str | None]:
+        problems = [_Problem((name,), "is not an EKS add-on name", name,
+                             "lowercase letters, digits and hyphens, e.g. aws-efs-csi-driver")
+                    for name in addons if not _ADDON_NAME_RE.fullmatch(name)]
+        problems += [_Problem((name,), "is not an add-on version", version,
+                              "like v1.19.0-eksbuild.1, or null for EKS's default")
+                     for name, version in addons.items()
+                     if version and not _ADDON_VERSION_RE.fullmatch(version)]
+        if problems:
+            _fail_all(problems)
+        return addons
 
     @field_validator("cluster_name", mode="before")
     @classmethod

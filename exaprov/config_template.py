@@ -30,7 +30,7 @@ network:
   vpc_cidr_block: 10.255.0.0/16  # IPv4, /16 to /24; nine /(prefix+4) subnets are cut from it
 cluster:
   cluster_name: $cluster_name  # EKS cluster, at most 29 characters
-  cluster_version: "1.34"  # Kubernetes version, quoted (YAML reads 1.30 as 1.3)
+  cluster_version: "$cluster_version"  # Kubernetes version, quoted (YAML reads 1.30 as 1.3)
   endpoint_public_access_cidrs: [0.0.0.0/0]  # who may reach the public API endpoint
   log_retention_in_days: 90  # control-plane logs; a value CloudWatch Logs allows
   kms_key_administrators: []  # extra IAM ARNs that administer the secrets KMS key
@@ -47,6 +47,8 @@ cluster:
       accelerator_label: ""  # value of label k8s.amazonaws.com/accelerator, "" for none
       additional_taints: []  # e.g. [{key: team, value: ml, effect: NO_SCHEDULE}]
       additional_labels: {}  # e.g. {team: ml}
+      max_unavailable_percentage: 33  # nodes EKS may replace at once in a rolling update, %
+      node_repair: null  # EKS node auto repair; null = on for gpu and inferentia pools
     - suffix: gpu
       node_instance_category: gpu
       capacity_type: ON_DEMAND
@@ -57,11 +59,17 @@ cluster:
       accelerator_label: nvidia-tesla-t4
       additional_taints: []
       additional_labels: {}
+      max_unavailable_percentage: 33
+      node_repair: null
   additional_node_groups: {}  # name -> the knobs of a runner pool, minus suffix
   aws_auth_roles: []  # IAM roles given cluster access: [{rolearn, username, groups}]
   aws_auth_users: []  # IAM users given cluster access: [{userarn, username, groups}]
   imds_hop_limit: 1  # IMDSv2 hop limit on the nodes; 2 lets pods without IRSA reach IMDS
   detailed_monitoring: true  # one-minute EC2 metrics of the nodes
+  support_type: STANDARD  # at the end of standard support: STANDARD = EKS upgrades the control
+                          # plane; EXTENDED = it stays, at $$0.60 instead of $$0.10 per hour
+  deletion_protection: true  # EKS refuses DeleteCluster; destroy --disable-deletion-protection
+  addons: {}  # managed add-ons: name -> version, or null for EKS's default, e.g. {coredns: null}
 module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S3
   exadeploy_id: $exadeploy_id  # names the RDS instance, S3 bucket and IAM user
   db_storage: 15  # RDS storage, GiB
@@ -85,9 +93,17 @@ def _scalar(text: str) -> str:
     return text if yaml.safe_load(text) == text else json.dumps(text)
 
 
-def render_config(name: str = "example", region: str = "us-west-1", full: bool = True) -> str:
+def render_config(name: str = "example", region: str = "us-west-1", full: bool = True,
+                  cluster_version: str | None = None) -> str:
     """The config text for a new deployment `name`, derived names filled in."""
-    body = Template(_FULL if full else _MINIMAL).substitute(
+    from exaprov.config import DEFAULT_KUBERNETES_VERSION
+
+    version = cluster_version or DEFAULT_KUBERNETES_VERSION
+    text = _FULL if full else _MINIMAL
+    if not full and version != DEFAULT_KUBERNETES_VERSION:
+        text += f'cluster: {{cluster_version: "{version}"}}  # Kubernetes: newest in EKS standard support\n'
+    body = Template(text).substitute(
+        cluster_version=version,
         name=_scalar(name),
         region=_scalar(region),
         vpc_name=_scalar(f"exafunction-vpc-{name}"),

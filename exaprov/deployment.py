@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exaprov import engine, identity, saved_plan
+from exaprov import engine, identity, ownership, saved_plan
 from exaprov.config import Config, load_config, parse_config
 from exaprov.errors import ExaprovError, InputError, StateError
 from exaprov.paths import check_file
@@ -169,6 +169,8 @@ class Deployment:
         with self.locked():
             state = self.read_state() or State.new(self.cfg.name, self.cfg.region)
             identity.refuse_renames(self.cfg, state)
+            self.check_account(state, None)
+            ownership.preflight(self.cfg, state, self.aws)  # name clashes: before any change
             if expected is not None:
                 result = self._plan_run(state, reporter)
                 if result.failed:
@@ -178,6 +180,12 @@ class Deployment:
             self.check_account(state, writer)
             if ask_first and confirm is not None:
                 confirm = self._ask_first(state, confirm)
+            from exaprov import upgrade
+
+            # A Kubernetes upgrade with EKS insights in ERROR needs the user's go-ahead, asked
+            # before the first change of the run.
+            upgrade.preflight(self.cfg, state, self.aws, confirm or (lambda question: False),
+                              log.warning)
             run = engine.Run(self.cfg, self.aws, writer, engine.Mode.APPLY, reporter, cancel,
                              confirm)
             return engine.apply(STEPS, run)
@@ -254,6 +262,7 @@ class Deployment:
         from exaprov.steps import STEPS
 
         self.check_account(state, None)
+        ownership.preflight(self.cfg, state, self.aws)
         # A dry-run writer over a copy: planning records nothing, and the state `up` goes on
         # to use after a `--plan` check is the one it read, untouched.
         run = engine.Run(self.cfg, self.aws, StateWriter(self.store, state.copy(), dry_run=True),
@@ -281,24 +290,68 @@ class Deployment:
             return result
 
     def _check_deletion_protection(self, state: State, disable: bool) -> None:
-        """F21, before any delete: a protected database stops the whole destroy (or, with the
-        user's explicit flag, loses its protection first)."""
+        """Before any delete: a protected EKS cluster or RDS instance stops the whole destroy
+        (nothing deleted, exit 2), or, with the user's explicit --disable-deletion-protection,
+        loses its protection first."""
         from exaprov.steps.database import disable_deletion_protection, protected_databases
 
         protected = protected_databases(self.cfg, state, self.aws)
-        if protected and not disable:
-            names = ", ".join(protected)
-            raise ExaprovError(
-                f"destroy: the RDS instance {names} has DeletionProtection on; nothing was deleted",
-                hint="if its data may go, run `exaprov destroy --disable-deletion-protection`, or "
-                     f"turn it off yourself (aws rds modify-db-instance --db-instance-identifier "
-                     f"{protected[0]} --no-deletion-protection --apply-immediately) and run "
-                     "`exaprov destroy` again")
+        cluster = self._protected_cluster(state)
+        if (protected or cluster) and not disable:
+            what = ([f"the EKS cluster {cluster} has deletion protection on"] if cluster else []) + \
+                [f"the RDS instance {ident} has DeletionProtection on" for ident in protected]
+            fixes = ([f"aws eks update-cluster-config --name {cluster} --no-deletion-protection"]
+                     if cluster else []) + \
+                [f"aws rds modify-db-instance --db-instance-identifier {ident} "
+                 "--no-deletion-protection --apply-immediately" for ident in protected]
+            raise InputError(
+                f"destroy: {'; '.join(what)}; nothing was deleted",
+                hint="if it may all go (the database's data too), run `exaprov destroy "
+                     "--disable-deletion-protection`, or turn the protection off yourself ("
+                     + "; ".join(fixes) + ") and run `exaprov destroy` again")
+        if cluster:
+            log.warning("turning off deletion protection of EKS cluster %s "
+                        "(--disable-deletion-protection)", cluster)
+            self._unprotect_cluster(cluster)
         for ident in protected:
             log.warning("turning off DeletionProtection of RDS instance %s (--disable-deletion-"
                         "protection)", ident)
             disable_deletion_protection(self.aws, ident)
 
+    def _protected_cluster(self, state: State) -> str | None:
+        """The deployment's EKS cluster, if deletion protection keeps EKS from deleting it (a
+        CREATING, FAILED or DELETING cluster can be deleted anyway)."""
+        from botocore.exceptions import ClientError
+
+        from exaprov.engine import TAG_DEPLOYMENT
+        from exaprov.errors import is_not_found
+
+        name = self.cfg.cluster.cluster_name
+        try:
+            cluster = self.aws.client("eks").describe_cluster(name=name)["cluster"]
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        ours = cluster.get("tags", {}).get(TAG_DEPLOYMENT) == self.cfg.name
+        protected = cluster.get("deletionProtection") and cluster["status"] in ("ACTIVE", "UPDATING")
+        return name if ours and protected else None
+
+    def _unprotect_cluster(self, name: str) -> None:
+        import time
+
+        from exaprov.timing import scaled
+
+        eks = self.aws.client("eks")
+        while eks.describe_cluster(name=name)["cluster"]["status"] == "UPDATING":
+            time.sleep(scaled(10))  # EKS takes one update at a time
+        update = eks.update_cluster_config(name=name, deletionProtection=False)["update"]
+        while update["status"] == "InProgress":
+            time.sleep(scaled(5))
+            update = eks.describe_update(name=name, updateId=update["id"])["update"]
+        if update["status"] != "Successful":
+            raise ExaprovError(f"destroy: turning off deletion protection of cluster {name} "
+                               f"{update['status']}: {update.get('errors')}")
     def rotate_db_password(self, cancel: CancelToken | None = None) -> dict[str, str]:
         """`rotate-db-password`: RDS sets a new master password now (ModifyDBInstance
         RotateMasterUserPassword, applied immediately; AWS requires that), whatever the
@@ -343,7 +396,8 @@ class Deployment:
             others = {v: p.get("cidrs", []) for v, p in peers.items() if v != vpc_id}
             cidrs = check_peer(self.aws, network["vpc_cidr_block"], others, vpc_id,
                                region=region, profile=profile,
-                               deployment_vpc_id=network["vpc_id"])
+                               deployment_vpc_id=network["vpc_id"],
+                               route_table_ids=route_table_ids)
             peers[vpc_id] = {"route_table_ids": route_table_ids or None, "region": region,
                              "profile": profile, "cidrs": cidrs}
             writer.set_field("peers", peers)

@@ -6,8 +6,10 @@ moto's EKS what real EKS does and moto skips: the cluster's primary security
 group, a unique OIDC issuer per cluster, a real Auto Scaling group (and EKS's
 own launch template) behind every managed node group, CREATING / UPDATING /
 DELETING durations, version upgrades, endpoint and logging updates, update
-records, and access entries; RDS instances `creating` / `backing-up` / `deleting`
-and NAT gateways `pending` / `deleting` for as long as AWS keeps them so.
+records, and access entries (and, in exaprov/emulator_eks.py, Kubernetes versions,
+managed add-ons, upgrade insights, deletion protection and the support type); RDS
+instances `creating` / `backing-up` / `deleting` and NAT gateways `pending` /
+`deleting` for as long as AWS keeps them so.
 
 A latency model says how long each takes and how long each request's round trip
 is, all multiplied by one time scale: `configure_durations()` (tests), or
@@ -67,6 +69,7 @@ def install_extensions() -> None:
             _install_rds()
             emulator_rds.install()  # managed master passwords and their rotation
             _install_nat()
+            _install_ec2_filters()
             _install_tls_condition()
         except ImportError as exc:
             raise ExaprovError(MOTO_MISSING) from exc
@@ -1402,6 +1405,13 @@ _RESPONSE_METHODS: dict[str, Callable[..., Any]] = {
     "disassociate_access_policy": _r_disassociate_access_policy,
 }
 
+# The EKS grown since (versions, managed add-ons, insights, deletion protection, node group
+# update and repair settings) lives in its own module, merged into these tables.
+from exaprov import emulator_eks  # noqa: E402
+
+emulator_eks.extend(sys.modules[__name__], _BACKEND_REPLACEMENTS, _BACKEND_ADDITIONS,
+                    _RESPONSE_METHODS)
+
 
 def _install_eks() -> None:
     """Patch moto's EKS backend, responses and URLs (once: the classes carry a marker)."""
@@ -1423,7 +1433,7 @@ def _install_eks() -> None:
     for name, method in _RESPONSE_METHODS.items():
         setattr(response_cls, name, method)
     # moto reads url_paths each request (in-process) and when the server builds its app.
-    for pattern in EXTRA_URL_PATHS:
+    for pattern in EXTRA_URL_PATHS + emulator_eks.URL_PATHS:
         urls.url_paths.setdefault(pattern, urls.response.dispatch)
     backend_cls._exaprov_patched = True
 
@@ -1604,6 +1614,68 @@ def _install_nat() -> None:
     NatGatewayBackend.delete_nat_gateway = _nat_settled(delete_nat_gateway)
     NatGatewayBackend.describe_nat_gateways = _nat_settled(NatGatewayBackend.describe_nat_gateways)
     NatGatewayBackend._exaprov_patched = True
+
+
+# -- EC2 filters moto ignores -------------------------------------------------------------
+
+# DescribeVpcPeeringConnections filters AWS documents, by what they read off moto's object.
+_PCX_FILTERS: dict[str, Callable[[Any], list[str]]] = {
+    "vpc-peering-connection-id": lambda p: [p.id],
+    "status-code": lambda p: [p._status.code],
+    "accepter-vpc-info.vpc-id": lambda p: [p.peer_vpc.id],
+    "accepter-vpc-info.owner-id": lambda p: [p.peer_vpc.owner_id],
+    "accepter-vpc-info.cidr-block": lambda p: [p.peer_vpc.cidr_block],
+    "requester-vpc-info.vpc-id": lambda p: [p.vpc.id],
+    "requester-vpc-info.owner-id": lambda p: [p.vpc.owner_id],
+    "requester-vpc-info.cidr-block": lambda p: [p.vpc.cidr_block],
+}
+
+
+def _pcx_matches(pcx: Any, name: str, values: list[str]) -> bool:
+    from moto.ec2.exceptions import FilterNotImplementedError
+    from moto.ec2.utils import is_tag_filter, tag_filter_matches
+
+    if is_tag_filter(name):
+        return tag_filter_matches(pcx, name, values)
+    if name not in _PCX_FILTERS:
+        raise FilterNotImplementedError(name, "DescribeVpcPeeringConnections")
+    return any(v in values for v in _PCX_FILTERS[name](pcx))
+
+
+def _install_ec2_filters() -> None:
+    """AWS applies every filter of a Describe call; moto drops some. An endpoint that answers
+    more than was asked makes a lookup by tag see other deployments' resources, so the
+    emulator applies what moto skips: the `tag:`/`tag-key`/`tag-value` filters of
+    DescribeNatGateways, and every filter of DescribeVpcPeeringConnections (moto reads only
+    its ID list). The other Describe calls exaprov sends with `tag:`, `tag-key` or `vpc-id`
+    filters are honoured by moto itself (tests/test_emulator.py asserts each)."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.models.nat_gateways import NatGatewayBackend
+    from moto.ec2.responses.vpc_peering_connections import VPCPeeringConnections
+    from moto.ec2.utils import is_tag_filter, tag_filter_matches
+
+    if getattr(NatGatewayBackend, "_exaprov_filters", False):
+        return
+    describe_nats = NatGatewayBackend.describe_nat_gateways
+
+    def describe_nat_gateways(self: Any, filters: Any, nat_gateway_ids: Any) -> Any:
+        found = describe_nats(self, filters, nat_gateway_ids)
+        for name, values in (filters or {}).items():
+            if is_tag_filter(name):
+                found = [n for n in found if tag_filter_matches(n, name, values)]
+        return found
+
+    def describe_vpc_peering_connections(self: Any) -> Any:
+        ids = self._get_param("VpcPeeringConnectionIds", [])
+        filters = self._filters_from_querystring()
+        found = self.ec2_backend.describe_vpc_peering_connections(vpc_peering_ids=ids)
+        found = [p for p in found if all(_pcx_matches(p, n, v) for n, v in filters.items())]
+        return ActionResult({"VpcPeeringConnections": found})
+
+    NatGatewayBackend._exaprov_unfiltered = describe_nats  # what moto alone answers (tests)
+    NatGatewayBackend.describe_nat_gateways = describe_nat_gateways
+    VPCPeeringConnections.describe_vpc_peering_connections = describe_vpc_peering_connections
+    NatGatewayBackend._exaprov_filters = True
 
 
 # -- the server --------------------------------------------------------------------------

@@ -98,6 +98,7 @@ class RunResult:
     outcomes: dict[str, Outcome]
     changes: list[Change]
     observed: list[Observed]
+    notices: list[str] = field(default_factory=list)  # what `plan` / `status` say besides changes
     signum: int | None = None  # the signal that cancelled the run (None: Ctrl-C or none)
 
     @property
@@ -168,6 +169,7 @@ class Run:
         self.changes: list[Change] = []
         self.questions: list[str] = []  # what a plan found `up` would have to ask
         self.observed: dict[str, Observed] = {}
+        self.notices: list[str] = []
         self._shared: dict[Any, Future[Any]] = {}
         # A state that cannot be saved stops every change at once, in every thread.
         guard = getattr(aws, "guard", None)
@@ -210,6 +212,11 @@ class Run:
     def add_change(self, change: Change) -> None:
         with self._mutex:
             self.changes.append(change)
+
+    def notice(self, text: str) -> None:
+        with self._mutex:
+            if text not in self.notices:
+                self.notices.append(text)
 
     def observe(self, row: Observed) -> Observed:
         with self._mutex:
@@ -498,7 +505,7 @@ def _walk(graph: dict[str, set[str]], work: Callable[[str], None], run: Run) -> 
         pool.shutdown(wait=not abandon, cancel_futures=True)
     for name in graph:
         outcomes.setdefault(name, Outcome(name, "skipped"))
-    return RunResult(outcomes, list(run.changes), list(run.observed.values()),
+    return RunResult(outcomes, list(run.changes), list(run.observed.values()), list(run.notices),
                      signum=run.cancel.signum)
 
 

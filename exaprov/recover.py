@@ -26,6 +26,7 @@ from exaprov import engine
 from exaprov.aws import Aws, tag_dict
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, Mode
 from exaprov.errors import InputError
+from exaprov.ownership import is_ours
 from exaprov.state import DamagedStateError, State, StateWriter
 
 
@@ -127,7 +128,7 @@ def find_peers(aws: Aws, deployment: str,
     for pcx in sorted(found, key=lambda p: p["VpcPeeringConnectionId"]):
         tags = tag_dict(pcx.get("Tags"))
         vpc_id = accepter(pcx)
-        if (tags.get(TAG_DEPLOYMENT) != deployment or tags.get(TAG_COMPONENT) != "peering"
+        if (not is_ours(deployment, tags) or tags.get(TAG_COMPONENT) != "peering"
                 or state_of(pcx) not in USABLE_STATES or not vpc_id):
             continue  # filters not honoured everywhere; failed/deleted peerings are history
         info = pcx.get("AccepterVpcInfo") or {}

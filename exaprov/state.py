@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from exaprov import __version__
+from exaprov import __version__, addresses
 from exaprov.errors import ExaprovError, LockedError, StateError
 
 FORMAT_VERSION = 1
@@ -166,6 +166,7 @@ class State:
             shown = bad[:10] + ([f"... and {len(bad) - 10} more"] if len(bad) > 10 else [])
             raise DamagedStateError(f"{where}: {len(bad)} invalid value(s) in the state\n"
                                     + "\n".join(f"  {line}" for line in shown))
+        addresses.migrate(data)  # records of user-named things, renamed to their own namespace
         return cls(data)
 
     def dumps(self) -> str:

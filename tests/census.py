@@ -225,6 +225,12 @@ def _eks_and_autoscaling(session: Any, counted: Census) -> None:
             counted["eks:nodegroup", f"{cluster}/{group}"] += 1
         for principal in eks.list_access_entries(clusterName=cluster).get("accessEntries", []):
             counted["eks:access-entry", f"{cluster}/{principal.rsplit('/', 1)[-1]}"] += 1
+        for addon in _pages(eks, "list_addons", "addons", clusterName=cluster):
+            counted["eks:addon", f"{cluster}/{addon}"] += 1
+        for assoc in _pages(eks, "list_pod_identity_associations", "associations",
+                            clusterName=cluster):
+            counted["eks:pod-identity-association",
+                    f"{cluster}/{assoc['namespace']}/{assoc['serviceAccount']}"] += 1
     autoscaling = session.client("autoscaling")
     for group in _pages(autoscaling, "describe_auto_scaling_groups", "AutoScalingGroups"):
         name = normalise(group["AutoScalingGroupName"])

@@ -45,6 +45,8 @@ def isolate_environment(patch: pytest.MonkeyPatch, folder: Path) -> None:
     patch.setenv("AWS_DEFAULT_REGION", REGION)
     patch.setenv("AWS_CONFIG_FILE", str(folder / "no-aws-config"))
     patch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(folder / "no-aws-credentials"))
+    # `init` never asks real EKS for its versions (a test that wants it unsets this, under moto).
+    patch.setenv("EXAPROV_OFFLINE", "1")
     # Polls and retries run 1000x faster than against AWS (the time-scale testing knob).
     patch.setenv("EXAPROV_TIME_SCALE", "0.001")
 
@@ -171,7 +173,7 @@ emulator.install_extensions()  # what EKS does and moto does not, for every test
 # so these prove the names are real; loading all ~1,000 costs about a second per test.
 USED_POLICIES = ("AmazonEKSClusterPolicy", "AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
                  "AmazonEC2ContainerRegistryReadOnly", "AmazonS3ReadOnlyAccess",
-                 "AmazonEKSVPCResourceController")
+                 "AmazonEKSVPCResourceController", "AmazonEBSCSIDriverPolicy")
 
 
 @cache

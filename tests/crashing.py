@@ -49,6 +49,7 @@ from tests.conftest import (
     isolate_environment,
     write_config,
 )
+from tests.neighbour import build_in_process
 
 TAG_RESOURCE = "exaprov:resource"
 # Parameters that name what a call acts on, in the order they appear in a key.
@@ -304,14 +305,17 @@ CONFIG: dict[str, Any] = {
 }
 CLIENT_CIDR = "10.50.0.0/16"
 STATE_DIR = Path("state")
+NEIGHBOUR_DIR = Path("neighbour")  # the second deployment's state, beside ours
 
 
 def prepare_account_and_state(count: bool = True) -> Census:
-    """A client VPC (with one route table besides its main one) recorded as a peer in an
-    otherwise empty state, and the config: what `exaprov init` + `exaprov peer` leave when
-    the deployment's resources do not exist (yet, or any more), so that one `up` builds the
-    whole stack and the peering. Returns the census of the account then (if `count`: it is
-    the same every time, so a matrix counts it once)."""
+    """A neighbour (tests/neighbour.py: a second deployment and untagged resources whose names
+    collide with ours), a client VPC (with one route table besides its main one) recorded as
+    a peer in an otherwise empty state, and the config: what `exaprov init` + `exaprov peer`
+    leave when the deployment's resources do not exist (yet, or any more), so that one `up`
+    builds the whole stack and the peering. Returns the census of the account then (if
+    `count`: it is the same every time, so a matrix counts it once)."""
+    build_in_process(CONFIG, NEIGHBOUR_DIR)
     ec2 = boto3.client("ec2", region_name=REGION)
     vpc = ec2.create_vpc(CidrBlock=CLIENT_CIDR,
                          TagSpecifications=[{"ResourceType": "vpc", "Tags": [

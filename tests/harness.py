@@ -44,6 +44,12 @@ class Stack:
                 final_snapshot: bool = True) -> engine.RunResult:
         """`engine.destroy`; with `disable_deletion_protection`, first what `exaprov destroy
         --disable-deletion-protection` does to a protected database."""
+        if any(step.name == "cluster" for step in self.steps):
+            # Tests destroy what they built: the cluster's protection (on by default) goes first.
+            eks, name = self.aws.client("eks"), self.cfg.cluster.cluster_name
+            if name in eks.list_clusters()["clusters"] and \
+                    eks.describe_cluster(name=name)["cluster"].get("deletionProtection"):
+                eks.update_cluster_config(name=name, deletionProtection=False)
         if disable_deletion_protection:
             from exaprov.steps.database import disable_deletion_protection as disable
             from exaprov.steps.database import protected_databases

@@ -40,7 +40,7 @@ def test_up_builds_the_cluster_of_spec(workdir: Path, ec2: Any) -> None:
     assert result.exit_code == 0, result.output
     cluster = eks().describe_cluster(name=CLUSTER)["cluster"]
     network = json.loads(Path("state/example.json").read_text())["outputs"]["network"]
-    assert cluster["version"] == "1.34"
+    assert cluster["version"] == "1.35"
     vpc_config = cluster["resourcesVpcConfig"]
     assert sorted(vpc_config["subnetIds"]) == sorted(network["private_subnet_ids"])
     assert vpc_config["endpointPrivateAccess"] and vpc_config["endpointPublicAccess"]
@@ -162,7 +162,7 @@ def test_removing_a_pool_is_a_planned_delete_of_only_that_pool(workdir: Path, aw
          "node_instance_type": "m5.xlarge", "disk_size": 100, "min_size": 1, "max_size": 4}]}})
     plan = json.loads(cli("plan", "--output", "json").stdout)
     assert [(c["action"], c["address"]) for c in plan["changes"]] == [
-        ("delete", "node-groups.runner-gpu")]
+        ("delete", "node-groups.group:runner-gpu")]
     refused = cli("up")  # no terminal to confirm on: nothing deleted
     assert refused.exit_code == 2 and "runner-gpu" in refused.output
     assert "runner-gpu" in node_groups()
@@ -264,7 +264,7 @@ def test_instance_type_change_replaces_the_group_new_first(
     write_config({"name": "example", "cluster": pools(cpu_type="m5.2xlarge")})
     plan = json.loads(cli("plan", "--output", "json").stdout)
     assert [(c["action"], c["address"]) for c in plan["changes"]] == [
-        ("replace", "node-groups.runner-cpu")]
+        ("replace", "node-groups.group:runner-cpu")]
     calls.clear()
     assert cli("up", "--yes").exit_code == 0
     operations = [op for _, op in calls.mutating()]
@@ -274,7 +274,7 @@ def test_instance_type_change_replaces_the_group_new_first(
     new = [g for n, g in groups.items() if n.startswith("runner-cpu")]
     assert len(new) == 1 and new[0]["instanceTypes"] == ["m5.2xlarge"]
     assert new[0]["nodegroupName"] != old["nodegroupName"]
-    assert new[0]["tags"]["exaprov:resource"] == "runner-cpu"
+    assert new[0]["tags"]["exaprov:resource"] == "group:runner-cpu"
     calls.clear()
     assert cli("up", "--yes").exit_code == 0
     assert calls.mutating() == []

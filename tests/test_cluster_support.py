@@ -251,14 +251,24 @@ def test_log_group_retention_and_destroy(tmp_path: Path, logs: Any, calls: CallL
     stack.destroy()
 
 
-def test_log_group_adoption_and_foreign_owner(tmp_path: Path, logs: Any, calls: CallLog) -> None:
-    # A group EKS created for an earlier cluster of the same name: adopted and tagged.
+def test_log_group_of_that_name_is_ours_only_by_its_tags(tmp_path: Path, logs: Any,
+                                                         calls: CallLog) -> None:
+    # An untagged group of that name (EKS's own, left by an earlier cluster of the same name,
+    # or a team's): the name is no proof. Refused before any change, and never deleted.
     logs.create_log_group(logGroupName=LOG_GROUP)
-    stack = Stack(tmp_path, [LOGS])
+    calls.clear()
+    with pytest.raises(InputError, match="no exaprov:deployment tag"):
+        Stack(tmp_path, [LOGS]).up()
+    assert calls.mutating() == []
+    Stack(tmp_path / "fresh", [LOGS]).destroy()
+    assert log_group(logs) is not None and "retentionInDays" not in log_group(logs)
+    logs.delete_log_group(logGroupName=LOG_GROUP)
+
+    stack = Stack(tmp_path / "ours", [LOGS])
     stack.up()
     assert log_group(logs)["retentionInDays"] == 90
     calls.clear()
-    Stack(tmp_path / "lost", [LOGS]).up()  # lost state: found by name, nothing to change
+    Stack(tmp_path / "lost", [LOGS]).up()  # lost state: found by name and tags, nothing to change
     assert calls.mutating() == []
     Stack(tmp_path / "lost", [LOGS]).destroy()
     assert log_group(logs) is None

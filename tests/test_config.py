@@ -156,7 +156,10 @@ def test_name_only_gets_every_spec_default() -> None:
     assert cfg.network.vpc_cidr_block == "10.255.0.0/16"
     cluster = cfg.cluster
     assert cluster.cluster_name == "exafunction-cluster-example"
-    assert cluster.cluster_version == "1.34" and "1.34" in SUPPORTED_KUBERNETES_VERSIONS
+    # 1.34 left EKS standard support on 2026-12-02: the default is 1.35 (standard to 2027-03-27).
+    assert cluster.cluster_version == "1.35" and "1.35" in SUPPORTED_KUBERNETES_VERSIONS
+    assert (cluster.support_type, cluster.deletion_protection, cluster.addons) == (
+        "STANDARD", True, {})
     assert cluster.endpoint_public_access_cidrs == ["0.0.0.0/0"]
     assert cluster.log_retention_in_days == 90
     assert cluster.kms_key_administrators == []
@@ -172,6 +175,9 @@ def test_name_only_gets_every_spec_default() -> None:
             gpu.disk_size, gpu.min_size, gpu.max_size, gpu.accelerator_label) == (
         "gpu", "gpu", "ON_DEMAND", "g4dn.xlarge", 100, 0, 3, "nvidia-tesla-t4")
     assert gpu.additional_taints == [] and gpu.additional_labels == {}
+    # Rolling updates replace a third of the nodes at once; auto repair for accelerator pools.
+    assert (cpu.max_unavailable_percentage, gpu.max_unavailable_percentage) == (33, 33)
+    assert (cpu.repairs_nodes, gpu.repairs_nodes) == (False, True)
     backend = cfg.module_repo_backend
     assert backend is not None
     assert backend.model_dump() == {

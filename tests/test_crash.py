@@ -20,7 +20,10 @@ the fifth rule of a group, another node group: the same code on the same kind of
 Compared: a census of every resource in the account (tests/census.py), tagged or not,
 against the reference run's census: same labels, same counts (nothing leaked, nothing
 duplicated); after `destroy`, the census equals the one taken before `up` plus the
-database's final snapshot, which the user keeps.
+database's final snapshot, which the user keeps. The account holds a neighbour
+(tests/neighbour.py: a second deployment, untagged resources named like ours) whose
+every resource — exact IDs, tags, routes, rules — is unchanged at the end (a NAT
+gateway adopted, retagged, re-routed or deleted on the way would show).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import pytest
 
 from tests.census import Census, after_destroy, census, difference
 from tests.crashing import (
+    CONFIG,
     crash_then_rerun,
     isolated_aws,
     matrix_cases,
@@ -41,6 +45,8 @@ from tests.crashing import (
     recorded_calls,
     run_ok,
 )
+from tests.neighbour import difference as changed
+from tests.neighbour import foreign_census
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def test_a_crash_after_any_call_of_up_is_finished_by_the_next_up(
     made (found by tag, deterministic name or idempotency token) rather than make it twice,
     finish the rest, and `destroy` must then remove everything."""
     prepare_account_and_state(count=False)
-    before = reference().before
+    before, neighbour = reference().before, foreign_census(CONFIG)
     crash_then_rerun(("up", "--yes"), up_call)
     after = census()
     assert after - before == reference().built, difference(reference().built, after - before)
@@ -96,3 +102,4 @@ def test_a_crash_after_any_call_of_up_is_finished_by_the_next_up(
     run_ok("destroy", "--yes", "--disable-deletion-protection")
     kept = after_destroy(before)  # everything but the database's final snapshot, the user's
     assert census() == kept, difference(kept, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))

@@ -10,6 +10,10 @@ tests/crashing.py (network, cluster, node groups, backend, one peering):
 - what Kubernetes made in the VPC (a load balancer, its security group, a detached CNI
   network interface) goes before the network;
 - a database with DeletionProtection on stops destroy before anything is deleted.
+
+Every test runs beside a neighbour (tests/neighbour.py: a second deployment, untagged
+resources named like ours): each of its resources — exact IDs, tags, routes, rules — is
+the same after `destroy` as before `up`.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from tests.crashing import (
     recorded_calls,
     run_ok,
 )
+from tests.neighbour import difference as changed
+from tests.neighbour import foreign_census
 
 CLUSTER = "exafunction-cluster-example"
 DATABASE = "exafunction-mrbe-example-rds"
@@ -80,11 +86,12 @@ def test_a_crash_after_any_call_of_destroy_is_finished_by_the_next_destroy(
     recorded as `deleting`). The next `destroy` counts "already gone" as done, finishes,
     and the account is as it was before `up`."""
     prepare_account_and_state(count=False)
-    before = reference()[1]
+    before, neighbour = reference()[1], foreign_census(CONFIG)
     run_ok("up", "--yes")
     crash_then_rerun(("destroy", "--yes", "--disable-deletion-protection"), destroy_call)
     kept = after_destroy(before)  # and the database's final snapshot, the user's
     assert census() == kept, difference(kept, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
 def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None) -> None:
@@ -92,6 +99,7 @@ def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None)
     gateway, a node group, the bucket and the backend user's access key are gone, though
     the state still records them."""
     before = prepare_account_and_state()
+    neighbour = foreign_census(CONFIG)
     run_ok("up", "--yes")
     outputs = state_outputs()
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -107,6 +115,7 @@ def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None)
     run_ok("destroy", "--yes", "--disable-deletion-protection")
     kept = after_destroy(before)  # and the database's final snapshot, the user's
     assert census() == kept, difference(kept, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
     assert json.loads(Path("state/example.json").read_text())["resources"] == {}
 
 
@@ -115,6 +124,7 @@ def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aw
     own security group, and the VPC CNI left a detached network interface carrying the node
     security group; no tool recorded them, and each would block deleting the VPC on AWS."""
     before = prepare_account_and_state()
+    neighbour = foreign_census(CONFIG)
     run_ok("up", "--yes")
     outputs = state_outputs()
     ec2 = boto3.client("ec2", region_name=REGION)
@@ -135,6 +145,7 @@ def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aw
     run_ok("destroy", "--yes", "--disable-deletion-protection")
     kept = after_destroy(before)  # and the database's final snapshot, the user's
     assert census() == kept, difference(kept, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
 def test_a_protected_database_stops_destroy_before_anything_is_deleted(
@@ -143,6 +154,7 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
     instance and the way on, and delete nothing at all (not the rest of the stack around a
     database that stays); `--disable-deletion-protection` then deletes everything."""
     before = prepare_account_and_state()
+    neighbour = foreign_census(CONFIG)
     run_ok("up", "--yes")
     rds = boto3.client("rds", region_name=REGION)
     rds.modify_db_instance(DBInstanceIdentifier=DATABASE, DeletionProtection=True,
@@ -151,7 +163,7 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
     state = Path("state/example.json").read_text()
 
     result = cli("destroy", "--yes")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert DATABASE in result.output and "DeletionProtection" in result.output
     assert "--disable-deletion-protection" in result.output
     assert "modify-db-instance" in result.output
@@ -163,15 +175,18 @@ def test_a_protected_database_stops_destroy_before_anything_is_deleted(
     assert result.exit_code == 0, result.output
     kept = after_destroy(before)  # and the database's final snapshot, the user's
     assert census() == kept, difference(kept, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))
 
 
 def test_without_the_backend_there_is_no_database_to_protect(
         workdir: Path, aws: None, calls: Any) -> None:
     """The pre-flight reads only what the deployment has: no backend, no database read."""
     before = prepare_account_and_state()
+    neighbour = foreign_census(CONFIG)
     Path("exaprov.yaml").write_text(json.dumps({**CONFIG, "module_repo_backend": None}))
     run_ok("up", "--yes")
     calls.clear()
     run_ok("destroy", "--yes", "--disable-deletion-protection")
     assert ("rds", "DescribeDBInstances") not in calls.calls
     assert census() == before, difference(before, census())
+    assert foreign_census(CONFIG) == neighbour, changed(neighbour, foreign_census(CONFIG))

@@ -12,10 +12,13 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from moto.server import ThreadedMotoServer
 
 from exaprov import sandbox
 from tests.conftest import REGION, tagged
+from tests.neighbour import NEIGHBOUR_CONFIG, Clients, clients, foreign_census, plant
+from tests.neighbour import difference as changed
 
 pytestmark = pytest.mark.e2e
 
@@ -55,12 +58,27 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+def build_neighbour(cwd: Path, ours: dict[str, Any], *flags: str, **client_args: str) -> Clients:
+    """tests/neighbour.py over HTTP: the second deployment by the installed command (its own
+    config and state), then the untagged resources named like ours."""
+    (cwd / "neighbour.yaml").write_text(yaml.safe_dump(NEIGHBOUR_CONFIG))
+    run("up", "--yes", "--config", "neighbour.yaml", *flags, cwd=cwd)
+    client = clients(**client_args)
+    plant(ours, client)
+    return client
+
+
 def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_server: str) -> None:
     endpoint = ["--endpoint-url", moto_server]
     run("init", cwd=tmp_path)
     assert "name: example" in (tmp_path / "exaprov.yaml").read_text()
+    ours = {"name": "example"}
+    client = build_neighbour(tmp_path, ours, "--state", "neighbour.json", *endpoint,
+                             endpoint_url=moto_server)
+    neighbour = foreign_census(ours, client)
 
     run("up", "--yes", *endpoint, cwd=tmp_path)
+    assert foreign_census(ours, client) == neighbour, changed(neighbour, foreign_census(ours, client))
     status = json.loads(run("status", "--output", "json", *endpoint, cwd=tmp_path).stdout)
     assert status["in_sync"] is True
     assert len([r for r in status["resources"] if r["address"].startswith("network.")]) == 14
@@ -70,6 +88,7 @@ def test_init_up_status_destroy_against_a_moto_server(tmp_path: Path, moto_serve
     assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9
 
     run("destroy", "--yes", "--disable-deletion-protection", *endpoint, cwd=tmp_path)
+    assert foreign_census(ours, client) == neighbour, changed(neighbour, foreign_census(ours, client))
     assert tagged(ec2, "describe_vpcs", "Vpcs") == []
     assert tagged(ec2, "describe_subnets", "Subnets") == []
     assert tagged(ec2, "describe_nat_gateways", "NatGateways", filter_param="Filter") == []
@@ -85,7 +104,14 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
     monkeypatch.setenv("EXAPROV_EMULATOR_NODEGROUP_CREATE_SECONDS", "2")
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.01")
     run("init", cwd=tmp_path)
+    ours = {"name": "example"}
     try:
+        (tmp_path / "neighbour.yaml").write_text(yaml.safe_dump(NEIGHBOUR_CONFIG))
+        run("up", "--sandbox", "--yes", "--config", "neighbour.yaml", cwd=tmp_path)
+        endpoint = json.loads((sandbox.sandbox_dir() / "server.json").read_text())["endpoint"]
+        client = clients(endpoint_url=endpoint, **sandbox.SANDBOX_CREDENTIALS)
+        plant(ours, client)
+        neighbour = foreign_census(ours, client)
         up = run("up", "--sandbox", "--yes", cwd=tmp_path)
         assert "EKS cluster exafunction-cluster-example: creating, " in up.stderr
         assert "node group runner-cpu: creating, " in up.stderr
@@ -99,9 +125,13 @@ def test_the_sandbox_end_to_end_leaves_no_process(tmp_path: Path,
 
         ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=record["endpoint"])
         assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1  # the emulator outlived `up`
+        assert foreign_census(ours, client) == neighbour, \
+            changed(neighbour, foreign_census(ours, client))
 
         run("destroy", "--sandbox", "--yes", "--disable-deletion-protection", cwd=tmp_path)
         assert tagged(ec2, "describe_vpcs", "Vpcs") == []
+        assert foreign_census(ours, client) == neighbour, \
+            changed(neighbour, foreign_census(ours, client))
     finally:
         stopped = run("sandbox", "stop", "--yes", cwd=tmp_path)
     assert "stopped" in stopped.stdout

@@ -153,3 +153,45 @@ def test_peer_profile_accepts_and_routes_with_the_client_accounts_credentials(
     assert "client" in signed_by["CreateRoute"] and "deployment" in signed_by["CreateRoute"]
     for table in tables:
         assert routes_to(deployed, table, DEPLOYMENT_CIDR) is not None
+
+
+def _state() -> dict[str, Any]:
+    return json.loads(Path("state/example.json").read_text())
+
+
+def test_route_tables_of_another_vpc_are_refused_before_any_change(deployed: Any,
+                                                                   calls: Any) -> None:
+    ec2 = deployed
+    vpc, _ = client_vpc(ec2, "10.0.0.0/16")
+    other, other_tables = client_vpc(ec2, "10.1.0.0/16")
+    before = ec2.describe_route_tables(RouteTableIds=other_tables)["RouteTables"]
+    calls.clear()
+    result = cli("peer", "--vpc-id", vpc, "--route-table-ids", other_tables[1])
+    assert result.exit_code == 2, result.output
+    assert other_tables[1] in result.output and other in result.output
+    assert calls.mutating() == []
+    assert "peers" not in _state() or vpc not in _state()["peers"]
+    assert ec2.describe_route_tables(RouteTableIds=other_tables)["RouteTables"] == before
+    assert ec2.describe_vpc_peering_connections()["VpcPeeringConnections"] == []
+
+
+def test_unpeer_removes_every_recorded_route_even_outside_the_client_vpc(deployed: Any) -> None:
+    """A route an older exaprov put into another VPC's table (it did not check where a table
+    was) is found from its record and removed with the peering."""
+    ec2 = deployed
+    vpc, tables = client_vpc(ec2, "10.0.0.0/16")
+    _, stray_tables = client_vpc(ec2, "10.1.0.0/16")
+    stray = stray_tables[1]
+    assert cli("peer", "--vpc-id", vpc, "--route-table-ids", tables[1]).exit_code == 0
+    state = _state()
+    pcx = state["resources"][f"peering.pcx:{vpc}"]["id"]
+    ec2.create_route(RouteTableId=stray, DestinationCidrBlock=DEPLOYMENT_CIDR,
+                     VpcPeeringConnectionId=pcx)
+    state["resources"][f"peering.route:{stray}:{DEPLOYMENT_CIDR}"] = {
+        "kind": "ec2:route", "id": f"{stray}|{DEPLOYMENT_CIDR}", "peer_vpc": vpc, "side": "client",
+        "status": "created"}
+    Path("state/example.json").write_text(json.dumps(state))
+    assert cli("unpeer", "--vpc-id", vpc).exit_code == 0
+    assert routes_to(ec2, stray, DEPLOYMENT_CIDR) is None
+    assert routes_to(ec2, tables[1], DEPLOYMENT_CIDR) is None
+    assert not any(k.startswith("peering.route:") for k in _state()["resources"])

@@ -90,7 +90,8 @@ def test_one_peer_routes_both_ways_admits_the_client_then_converges(
     for table in tables:
         assert routes_to(ec2, table, DEPLOYMENT_CIDR) == pcx
     assert admits(ec2, node_sg(stack), "10.0.0.0/16")
-    assert stack.outputs("peering") == {"peerings": {vpc: {"pcx_id": pcx, "cidrs": ["10.0.0.0/16"]}}}
+    assert stack.outputs("peering") == {"peerings": {vpc: {
+        "pcx_id": pcx, "cidrs": ["10.0.0.0/16"], "client_route_table_ids": sorted(tables)}}}
     assert stack.state().resources[f"peering.pcx:{vpc}"]["id"] == pcx
 
     calls.clear()

@@ -5,7 +5,8 @@ A converged `up`, `status` or `plan` reads each kind of resource once (one descr
 by ID list per EC2 type, shared across steps), never per resource where one call serves.
 Counts are of requests made, deterministic; no timing.
 
-The 47 requests of a converged run, each needed to see drift of what exaprov manages:
+The 55 requests of a converged `up` (56 for `status` and `plan`), each needed to see drift of
+what exaprov manages:
 - sts GetCallerIdentity 1: the state's account check (credentials of another account).
 - ec2 (14): DescribeVpcs 2 (ours by tag; the client VPC: exists, CIDRs), DescribeVpcAttribute 2
   (DNS support, DNS hostnames: one attribute per call), DescribeSubnets, DescribeInternetGateways,
@@ -14,10 +15,14 @@ The 47 requests of a converged run, each needed to see drift of what exaprov man
   DescribeVpcPeeringConnections: one each, shared by every step.
 - eks (8): DescribeCluster, ListNodegroups (groups gone from the config are found and deleted),
   DescribeNodegroup per group (6; EKS has no batch describe).
+- eks managed add-ons (6): ListAddons (shared by both add-on steps), DescribeAddon per add-on
+  (5: version and health; EKS has no batch describe). DescribeAddonVersions is not read: the
+  state records which default each add-on was given for which Kubernetes version.
+- eks DescribeClusterVersions 1, `status` and `plan` only: the version's support and its dates.
 - autoscaling DescribeTags 1: the cluster-autoscaler tags of every group's ASG in one call.
-- iam (9): GetRole and ListAttachedRolePolicies per role (2 roles), GetRolePolicy 2 (the cluster
-  role's key access; its deny of logs:CreateLogGroup, the eks module's), GetOpenIDConnectProvider,
-  GetUser, ListAccessKeys.
+- iam (11): GetRole and ListAttachedRolePolicies per role (3 roles: cluster, node, the EBS CSI
+  driver's), GetRolePolicy 2 (the cluster role's key access; its deny of logs:CreateLogGroup,
+  the eks module's), GetOpenIDConnectProvider, GetUser, ListAccessKeys.
 - kms (4): DescribeKey (by alias), GetKeyPolicy, GetKeyRotationStatus (DescribeKey does not say
   whether automatic rotation is on), ListResourceTags. logs (2): DescribeLogGroups
   (retention), ListTagsForResource (owner and tags).
@@ -42,10 +47,12 @@ from tests.conftest import REGION, CallLog, cli
 
 # What a converged run asks today (the module docstring lists each request); a new
 # per-resource read makes these fail.
-# 44 until the eks module's parity and the password's rotation added three reads (docstring).
-UP_BUDGET = 47
-STATUS_BUDGET = 47
-PLAN_BUDGET = 47
+# 44 until the eks module's parity and the password's rotation added three reads (docstring);
+# EKS managed add-ons (+6 reads) and the EBS CSI driver's role (+2); status and plan also read
+# the version's support (+1).
+UP_BUDGET = 55
+STATUS_BUDGET = 56
+PLAN_BUDGET = 56
 
 
 def _state(work: Path) -> dict[str, Any]:
@@ -81,6 +88,9 @@ def test_converged_runs_stay_within_the_budget(stack: dict[str, Any], calls: Cal
     # One DescribeNodegroup per group (4 system + 2 runner pools), no launch template versions.
     assert counted[("eks", "DescribeNodegroup")] == 6
     assert counted[("ec2", "DescribeLaunchTemplateVersions")] == 0
+    assert counted[("eks", "ListAddons")] == 1 and counted[("eks", "DescribeAddon")] == 5
+    assert counted[("eks", "DescribeAddonVersions")] == 0
+    assert counted[("eks", "DescribeClusterVersions")] == 0 and counted[("eks", "ListInsights")] == 0
     assert counted[("ec2", "DescribeAvailabilityZones")] == 0
     assert counted[("iam", "ListOpenIDConnectProviders")] == 0
     assert counted[("rds", "DescribeDBSubnetGroups")] == 0
@@ -116,7 +126,7 @@ def test_drift_is_still_seen_within_the_budget(stack: dict[str, Any], calls: Cal
     bucket = outputs["bucket"]["s3_bucket_id"]
     s3.delete_public_access_block(Bucket=bucket)
     # A launch template version made by hand (a smaller disk) becomes the latest.
-    lt_id = resources["node-groups.lt-default"]["id"]
+    lt_id = resources["node-groups.lt:default"]["id"]
     ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData={
         "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 20}}]})
 
@@ -128,7 +138,7 @@ def test_drift_is_still_seen_within_the_budget(stack: dict[str, Any], calls: Cal
     assert any(a == f"node-groups.{group['tags']['exaprov:resource']}" and "scaling" in d
                for a, d in details), details
     assert any(a == "bucket.bucket" and "public access" in d for a, d in details), details
-    assert any(a == "node-groups.lt-default" and "new version" in d for a, d in details), details
+    assert any(a == "node-groups.lt:default" and "new version" in d for a, d in details), details
 
     # `up` repairs them; the run after that is converged again, within the budget.
     assert cli("up", "--yes").exit_code == 0

@@ -9,6 +9,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from exaprov.aws import tag_dict
+from exaprov.ownership import NameClash
 from exaprov.steps.network import NETWORK
 from exaprov.steps.security_groups import SECURITY_GROUPS, Rule, live_rule
 from tests.conftest import CallLog
@@ -115,8 +116,8 @@ def test_rules_drifted_by_hand_are_planned_and_repaired_one_by_one(stack: Stack,
     assert set(rules(ec2, cluster_sg)) == {Rule("ingress", "tcp", 443, 443, node_sg)}
 
 
-def test_lost_state_adopts_the_groups_by_tag_then_by_name(stack: Stack, ec2: Any,
-                                                          calls: CallLog) -> None:
+def test_lost_state_adopts_the_groups_by_tag_never_by_name(stack: Stack, ec2: Any,
+                                                           calls: CallLog) -> None:
     before = ids(stack)
     state = stack.state()
     for address in [a for a in state.resources if a.startswith("security-groups.")]:
@@ -131,16 +132,19 @@ def test_lost_state_adopts_the_groups_by_tag_then_by_name(stack: Stack, ec2: Any
             for lg in ("cluster-sg", "node-sg")} == set(before)
     assert len(tagged_groups(ec2)) == 2
 
-    # Neither recorded nor tagged: found by its name in the VPC, and tagged again.
+    # Neither recorded nor tagged: its name in the VPC is no proof. A name clash, refused
+    # before any change (exit 2), the group left as it is.
     ec2.delete_tags(Resources=[before[1]], Tags=[{"Key": "exaprov:deployment"}])
     state = stack.state()
     del state.resources["security-groups.node-sg"]
     stack.store.write(state)
     calls.clear()
-    stack.up()
-    assert calls.mutating() == [("ec2", "CreateTags")]
+    with pytest.raises(NameClash, match="exafunction-cluster-example-node") as refused:
+        stack.up()
+    assert refused.value.exit_code == 2
+    assert calls.mutating() == []
     assert ids(stack) == before
-    assert len(tagged_groups(ec2)) == 2
+    assert len(tagged_groups(ec2)) == 1
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ its destroy order. The engine orders them by their `requires`:
 
     network ─┬─ nat ───────────────────────────┐
              └─ security-groups ─┐             │
-    iam ──────────────────────── cluster ── node-groups
+    iam ──────────────────────── cluster ── addons ── node-groups ── addons-after-nodes
     kms, logs ───────────────────┘    └──── cluster-access
     network, security-groups ── database-sg ── database
                                       └── (with cluster) database-cluster-rule
@@ -19,6 +19,7 @@ cluster: it is the slowest resource after the control plane.
 from __future__ import annotations
 
 from exaprov.engine import Step
+from exaprov.steps.addons import ADDONS, LATE_ADDONS
 from exaprov.steps.backend_storage import BACKEND_USER, BUCKET
 from exaprov.steps.cluster import CLUSTER
 from exaprov.steps.cluster_access import CLUSTER_ACCESS
@@ -30,6 +31,6 @@ from exaprov.steps.node_groups import NODE_GROUPS
 from exaprov.steps.peering import PEERING
 from exaprov.steps.security_groups import SECURITY_GROUPS
 
-STEPS: tuple[Step, ...] = (NETWORK, NAT, IAM, KMS, LOGS, SECURITY_GROUPS, CLUSTER, NODE_GROUPS,
-                           CLUSTER_ACCESS, DATABASE_SG, DATABASE, DATABASE_CLUSTER_RULE,
-                           BACKEND_USER, BUCKET, PEERING)
+STEPS: tuple[Step, ...] = (NETWORK, NAT, IAM, KMS, LOGS, SECURITY_GROUPS, CLUSTER, ADDONS,
+                           NODE_GROUPS, LATE_ADDONS, CLUSTER_ACCESS, DATABASE_SG, DATABASE,
+                           DATABASE_CLUSTER_RULE, BACKEND_USER, BUCKET, PEERING)

@@ -50,6 +50,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, unknown
 from exaprov.errors import AwsError, InputError, error_code, ignore_not_found, is_not_found
+from exaprov.ownership import clash, is_ours
 from exaprov.state import CREATED
 from exaprov.steps.iam import normalise_policy, partition
 
@@ -108,11 +109,10 @@ def find_user(ctx: StepContext, name: str) -> dict[str, Any] | None:
 
 
 def user_is_ours(ctx: StepContext, user: dict[str, Any]) -> bool:
-    """Tagged for this deployment, or the very user (same UserId) the state records."""
-    if tag_dict(user.get("Tags")).get(TAG_DEPLOYMENT) == ctx.cfg.name:
-        return True
+    """Tagged for this deployment, or the very user (same unique UserId) the state records."""
     rec = ctx.recorded("user") or {}
-    return rec.get("id") == user["Arn"] and rec.get("user_id") == user["UserId"]
+    return is_ours(ctx.cfg.name, user.get("Tags"), recorded_id=rec.get("id") == user["Arn"]
+                   and rec.get("user_id") == user["UserId"])
 
 
 def find_secret(ctx: StepContext) -> dict[str, Any] | None:
@@ -122,7 +122,7 @@ def find_secret(ctx: StepContext) -> dict[str, Any] | None:
 
 
 def secret_is_ours(ctx: StepContext, secret: dict[str, Any]) -> bool:
-    if tag_dict(secret.get("Tags")).get(TAG_DEPLOYMENT) == ctx.cfg.name:
+    if is_ours(ctx.cfg.name, secret.get("Tags")):
         return True
     return secret["ARN"] == ctx.recorded_id("secret")
 
@@ -387,7 +387,7 @@ def tagged_buckets(ctx: StepContext) -> list[str]:
             if exc.code in ("AccessDenied", "NoSuchBucket"):
                 continue
             raise
-        if tags.get(TAG_DEPLOYMENT) == ctx.cfg.name and tags.get(TAG_COMPONENT) == ctx.step \
+        if is_ours(ctx.cfg.name, tags) and tags.get(TAG_COMPONENT) == ctx.step \
                 and tags.get(TAG_RESOURCE) == "bucket":
             ours.append(bucket["Name"])
     return ours
@@ -457,10 +457,15 @@ def ensure_bucket(ctx: StepContext) -> dict[str, Any]:
         return _create_bucket(ctx, user_arn)
 
     name, head = found
+    live_tags = known[2] if known else bucket_tags(ctx, name)
+    # The name's random suffix is exaprov's choice, so a recorded name is as good as an ID:
+    # an untagged one is ours (a crash between CreateBucket and its tagging), another
+    # deployment's never.
+    if not is_ours(ctx.cfg.name, live_tags, recorded_id=True):
+        raise clash("S3 bucket", name, live_tags, "module_repo_backend.exadeploy_id", ctx.cfg.name)
     region = bucket_region(ctx, head)
     ctx.found("bucket", BUCKET_KIND, name, name=name, region=region)
     tags = ctx.tags("bucket", name=name)
-    live_tags = known[2] if known else bucket_tags(ctx, name)
     missing = {k: v for k, v in tags.items() if live_tags.get(k) != v}
     if missing:
         keep = {k: v for k, v in live_tags.items() if not k.startswith("aws:")}
@@ -567,6 +572,9 @@ def destroy_bucket(ctx: StepContext) -> None:
              if head_bucket(ctx, n) is not None]
     names += [n for n in tagged_buckets(ctx) if n not in names]
     for name in names:
+        if not is_ours(ctx.cfg.name, bucket_tags(ctx, name), recorded_id=True):
+            ctx.report(f"leaving bucket {name}: it carries another deployment's tag")
+            continue
         objects, versions, more = _count_versions(ctx, name)
         if versions:
             plus = "+" if more else ""

@@ -4,7 +4,11 @@ Owns: the cluster (private + public endpoint, secrets encrypted with the `kms`
 step's key, api/audit/authenticator logs into the `logs` step's group), the
 ingress rule on the EKS-created primary security group (TCP 0–65535 from the
 VPC, so clients anywhere in the VPC reach ExaDeploy), and the IAM OIDC provider
-for the cluster's issuer (IRSA).
+for the cluster's issuer (IRSA). The cluster is created without self-managed add-ons
+(the `addons` steps make them managed ones), with `cluster.support_type` as its upgrade
+policy and `cluster.deletion_protection`; both are reconciled with UpdateClusterConfig.
+`plan` and `status` also tell the version's EKS support (exaprov/eks_versions.py) and, for
+a pending upgrade, its sequence and EKS's upgrade insights (exaprov/upgrade.py).
 Reads: network (private subnets, VPC), iam (cluster role), kms, logs,
 security-groups (the additional cluster SG).
 Records: cluster (ID = name), primary-sg-rule, oidc-provider.
@@ -21,8 +25,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exaprov.engine import TAG_DEPLOYMENT, Change, Step, StepContext, is_unknown
+from exaprov.engine import TAG_DEPLOYMENT, Change, Mode, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.state import FAILED
 from exaprov.steps.iam import normalise_policy
 from exaprov.steps.security_groups import Rule, ensure_rules
@@ -73,7 +78,10 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         ctx.found("cluster", "eks:cluster", name, live=cluster["status"])
         if cluster["status"] != "ACTIVE" and not ctx.planning:
             cluster = wait_for_cluster(ctx, name)  # a previous run timed out while it was CREATING
-        cluster = reconcile_cluster(ctx, cluster)
+        live_version = cluster["version"]
+        cluster = reconcile_cluster(ctx, cluster)  # in a plan: the version an upgrade goes to
+        if ctx.run.mode is Mode.PLAN:
+            explain_version(ctx, live_version)
 
     primary_sg = cluster["resourcesVpcConfig"].get("clusterSecurityGroupId")
     vpc_cidr = ctx.upstream["network"]["vpc_cidr_block"]
@@ -88,6 +96,7 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
         "cluster_arn": cluster["arn"],
         "cluster_endpoint": cluster.get("endpoint"),
         "cluster_certificate_authority_data": cluster.get("certificateAuthority", {}).get("data"),
+        # In a plan, the version an upgrade goes to: the add-ons and node groups plan theirs.
         "cluster_version": cluster["version"],
         "cluster_primary_security_group_id": primary_sg,
         "cluster_oidc_issuer_url": issuer,
@@ -96,8 +105,39 @@ def ensure_cluster(ctx: StepContext) -> dict[str, Any]:
     }
 
 
+def explain_version(ctx: StepContext, live: str) -> None:
+    """`plan` / `status`: the version's support status and end dates, a warning when it is in
+    extended support or leaves standard support within 60 days, and a pending upgrade's
+    sequence with EKS's upgrade insights."""
+    from exaprov import eks_versions, upgrade
+
+    eks = ctx.aws.client("eks")
+    try:
+        versions = ctx.call(lambda: eks_versions.from_eks(eks, [live]))
+    except AwsError as exc:  # an endpoint without the call: exaprov's table
+        ctx.report(f"DescribeClusterVersions: {exc.message}; using exaprov's table")
+        versions = eks_versions.shipped()
+    line, warning = eks_versions.describe(versions.get(live), live)
+    ctx.run.notice(line)
+    if warning:
+        ctx.run.notice(f"WARNING: {warning}")
+    wanted = ctx.cfg.cluster.cluster_version
+    if _minor(wanted) == _minor(live) + 1:
+        from exaprov.steps.addons import wanted_addons
+        from exaprov.steps.node_groups import desired_groups
+
+        ctx.run.notice(f"Upgrade {live} → {wanted}, one sequence, each step waited for: the "
+                       f"control plane, then every add-on to its default for {wanted} "
+                       f"({', '.join(wanted_addons(ctx.cfg))}), then the node groups "
+                       f"({', '.join(desired_groups(ctx.cfg))})")
+        for insight in upgrade.blocking_insights(eks, ctx.cfg.cluster.cluster_name):
+            ctx.run.notice(f"WARNING: {upgrade.describe_insight(insight)}")
+
+
 def _planned_outputs(ctx: StepContext, name: str) -> dict[str, Any]:
     unknown = f"(new {ctx.address('cluster')})"
+    if ctx.run.mode is Mode.PLAN:
+        explain_version(ctx, ctx.cfg.cluster.cluster_version)
     ensure_oidc_provider(ctx, unknown)  # listed in the plan; its URL is known only later
     return {"cluster_name": name, "cluster_arn": unknown, "cluster_endpoint": unknown,
             "cluster_certificate_authority_data": unknown,
@@ -147,7 +187,7 @@ def find_cluster(ctx: StepContext, name: str) -> dict[str, Any] | None:
 def _check_ours(ctx: StepContext, cluster: dict[str, Any]) -> None:
     """Never adopt a cluster some other tool or deployment made under the same name."""
     owner = cluster.get("tags", {}).get(TAG_DEPLOYMENT)
-    if owner != ctx.cfg.name:
+    if not is_ours(ctx.cfg.name, cluster.get("tags")):
         raise InputError(f"cluster.cluster_name: an EKS cluster named {cluster['name']!r} already "
                          f"exists and is not this deployment's (its {TAG_DEPLOYMENT} tag: {owner!r})",
                          hint="choose another cluster.cluster_name")
@@ -175,6 +215,13 @@ def _create_cluster(ctx: StepContext, token: str) -> str:
         "encryptionConfig": [{"resources": ["secrets"],
                               "provider": {"keyArn": ctx.upstream["kms"]["kms_key_arn"]}}],
         "tags": ctx.tags("cluster", name=cfg.cluster_name),
+        # EKS installs no self-managed vpc-cni, kube-proxy or coredns (which it would never
+        # upgrade): the `addons` steps install them as managed add-ons. Immutable once created.
+        "bootstrapSelfManagedAddons": False,
+        # The API's default is EXTENDED: billed at $0.60 instead of $0.10 per hour once the
+        # version leaves standard support. Sent explicitly (EKS docs, "Cluster upgrade policy").
+        "upgradePolicy": {"supportType": cfg.support_type},
+        "deletionProtection": cfg.deletion_protection,
         # The same token on a retried create returns the first cluster, never a second.
         "clientRequestToken": token,
     }
@@ -231,6 +278,16 @@ def reconcile_cluster(ctx: StepContext, cluster: dict[str, Any]) -> dict[str, An
         ctx.update("cluster", "eks:cluster", "authentication mode CONFIG_MAP → API_AND_CONFIG_MAP",
                    lambda: wait_for_update(ctx, name, eks.update_cluster_config(
                        name=name, accessConfig={"authenticationMode": "API_AND_CONFIG_MAP"})))
+    support = cluster.get("upgradePolicy", {}).get("supportType")
+    if support != cfg.support_type:
+        ctx.update("cluster", "eks:cluster", f"support type {support} → {cfg.support_type}",
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, upgradePolicy={"supportType": cfg.support_type})))
+    if bool(cluster.get("deletionProtection")) != cfg.deletion_protection:
+        ctx.update("cluster", "eks:cluster",
+                   f"deletion protection {'on' if cfg.deletion_protection else 'off'}",
+                   lambda: wait_for_update(ctx, name, eks.update_cluster_config(
+                       name=name, deletionProtection=cfg.deletion_protection)))
     if ctx.planning and wanted != live:
         # What `up` will have done by the time the node groups come: they plan their own
         # rolling update to this version, as `up` then makes it.
@@ -342,7 +399,7 @@ def find_oidc_provider(ctx: StepContext, url: str) -> str | None:
 def destroy_cluster(ctx: StepContext) -> None:
     name = ctx.cfg.cluster.cluster_name
     cluster = find_cluster(ctx, name)
-    if cluster is not None and cluster.get("tags", {}).get(TAG_DEPLOYMENT) != ctx.cfg.name:
+    if cluster is not None and not is_ours(ctx.cfg.name, cluster.get("tags")):
         cluster = None  # not ours: never delete it
     vpc_id = (cluster or {}).get("resourcesVpcConfig", {}).get("vpcId") or \
         ctx.upstream.get("network", {}).get("vpc_id")
@@ -368,7 +425,7 @@ def _tagged_oidc_provider(ctx: StepContext) -> str | None:
     for provider in ctx.call(iam.list_open_id_connect_providers)["OpenIDConnectProviderList"]:
         tags = ctx.call(lambda a=provider["Arn"]: iam.list_open_id_connect_provider_tags(
             OpenIDConnectProviderArn=a)).get("Tags", [])
-        if {"Key": TAG_DEPLOYMENT, "Value": ctx.cfg.name} in tags:
+        if is_ours(ctx.cfg.name, tags):
             return provider["Arn"]
     return None
 

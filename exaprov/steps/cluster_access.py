@@ -15,8 +15,9 @@ from __future__ import annotations
 from typing import Any
 
 from exaprov.aws import paginate
-from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext, is_unknown
+from exaprov.engine import Step, StepContext, is_unknown
 from exaprov.errors import AwsError, InputError, is_not_found
+from exaprov.ownership import is_ours
 
 MASTERS = "system:masters"
 ADMIN_POLICY = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
@@ -95,7 +96,7 @@ def _entries(ctx: StepContext) -> tuple[dict[str, dict[str, Any]], set[str]]:
     for arn in arns:
         entry = ctx.call(lambda a=arn: eks.describe_access_entry(clusterName=cluster, principalArn=a))[
             "accessEntry"]
-        if entry.get("tags", {}).get(TAG_DEPLOYMENT) == ctx.cfg.name:
+        if is_ours(ctx.cfg.name, entry.get("tags")):
             entries[arn] = entry
         else:
             others.add(arn)

@@ -27,8 +27,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from exaprov.aws import paginate
-from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, unknown
+from exaprov.engine import TAG_COMPONENT, TAG_RESOURCE, Step, StepContext, unknown
 from exaprov.errors import AwsError, InputError, error_code, is_not_found
+from exaprov.ownership import clash, is_ours
 from exaprov.steps.iam import normalise_policy, partition
 
 KEY_KIND = "kms:key"
@@ -106,7 +107,7 @@ def key_tags(ctx: StepContext, key_id: str) -> dict[str, str] | None:
 
 
 def _is_our_key(ctx: StepContext, tags: dict[str, str] | None) -> bool:
-    return bool(tags) and tags.get(TAG_DEPLOYMENT) == ctx.cfg.name \
+    return bool(tags) and is_ours(ctx.cfg.name, tags) \
         and tags.get(TAG_COMPONENT) == ctx.step and tags.get(TAG_RESOURCE) == "key"
 
 
@@ -277,13 +278,10 @@ def ensure_logs(ctx: StepContext) -> dict[str, Any]:
 
     arn = log_group_arn(group)
     live_tags = ctx.call(lambda: logs.list_tags_for_resource(resourceArn=arn)).get("tags", {})
-    owner = live_tags.get(TAG_DEPLOYMENT)
-    if owner not in (None, ctx.cfg.name):
-        raise InputError(f"logs: the log group {name} belongs to exaprov deployment {owner!r}, "
-                         f"not {ctx.cfg.name!r}",
-                         hint="choose another cluster.cluster_name")
-    # An untagged group of that name is usually EKS's own, left by an earlier cluster of the
-    # same name: adopting it (and tagging it) keeps its history.
+    # Only a group that is this deployment's by its own tags: an untagged one of that name
+    # (EKS's own, left by an earlier cluster of the same name, or a team's) is not proof.
+    if not is_ours(ctx.cfg.name, live_tags):
+        raise clash("CloudWatch log group", name, live_tags, "cluster.cluster_name", ctx.cfg.name)
     ctx.found("log-group", LOG_KIND, name, arn=arn)
     live = group.get("retentionInDays")
     if (live or 0) != retention:
@@ -310,7 +308,7 @@ def destroy_logs(ctx: StepContext) -> None:
             continue
         live_tags = ctx.call(lambda g=group: logs.list_tags_for_resource(
             resourceArn=log_group_arn(g))).get("tags", {})
-        if live_tags.get(TAG_DEPLOYMENT) != ctx.cfg.name and name != ctx.recorded_id("log-group"):
+        if not is_ours(ctx.cfg.name, live_tags):  # a name, even a recorded one, is no proof
             ctx.report(f"leaving log group {name}: it does not belong to this deployment")
             continue
         ctx.delete("log-group", LOG_KIND, name, lambda n: logs.delete_log_group(logGroupName=n))

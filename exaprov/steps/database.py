@@ -39,6 +39,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Observed, Step, StepContext, is_unknown, unknown
 from exaprov.errors import ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.state import FAILED
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, verify_gone
 from exaprov.steps.security_groups import Rule, describe_rules, ensure_group, ensure_rules, live_rule, revoke
@@ -233,10 +234,9 @@ def _create_database(ctx: StepContext, ident: str, sg_id: str) -> str:
 
 
 def _is_ours(ctx: StepContext, db: dict[str, Any]) -> bool:
-    """Tagged for this deployment, or recorded in its state (tags can be stripped by hand)."""
-    tags = tag_dict(db.get("TagList"))
-    return tags.get(TAG_DEPLOYMENT) == ctx.cfg.name \
-        or ctx.recorded_id("instance") == db["DBInstanceIdentifier"]
+    """Tagged for this deployment, by its own tags: an identifier is a name, and a recorded
+    name is no proof (an instance deleted by hand can be recreated by someone else)."""
+    return is_ours(ctx.cfg.name, db.get("TagList"))
 
 
 def _check_ours(ctx: StepContext, db: dict[str, Any]) -> None:
@@ -540,8 +540,7 @@ def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
             if is_not_found(exc):
                 continue
             raise
-        ours = tag_dict(db.get("TagList")).get(TAG_DEPLOYMENT) == cfg.name or ident == recorded
-        if ours and _protected(db):
+        if is_ours(cfg.name, db.get("TagList")) and _protected(db):
             protected.append(ident)
     return protected
 

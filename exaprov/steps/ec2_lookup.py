@@ -8,6 +8,12 @@ and `exaprov:resource` (its logical name) in its create call, so one describe
 filtered by the deployment tag finds them all, with or without a state file.
 A recorded ID whose tags were stripped by hand is still found by a second
 describe filtered by ID (a filter, not `...Ids=`, so a gone ID is no error).
+
+Ownership (exaprov.ownership): what a describe by tag answers is kept only if its own
+tags say it is this deployment's; an endpoint that ignores the `tag:` filter (some
+emulators do, for some types) must not make another deployment's NAT gateway ours. A
+recorded ID found by the second describe is kept only if it carries no other
+deployment's tag.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, TAG_RESOURCE, StepContext
 from exaprov.errors import AwsError, ExaprovError, is_not_found
+from exaprov.ownership import is_ours
 
 # operation -> (result key, ID key, ID filter name, filter parameter name)
 EC2_TYPES: dict[str, tuple[str, str, str, str]] = {
@@ -51,22 +58,27 @@ class Ec2Items:
         seen = {i[self.id_key] for i in items}
         lost = sorted({rec["id"] for rec in ctx.run.state.step_resources(ctx.step).values()
                        if rec.get("kind") == kind and rec.get("id") and rec["id"] not in seen})
+        found: list[dict[str, Any]] = []
         if lost and id_filter:
-            items += _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": lost}])
+            found = _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": lost}])
         elif lost:
-            items += _by_ids(ctx, operation, key, self.id_key + "s", lost)
+            found = _by_ids(ctx, operation, key, self.id_key + "s", lost)
+        items += [i for i in found if i[self.id_key] in lost
+                  and is_ours(ctx.cfg.name, i.get("Tags"), recorded_id=True)]
         # Deleted NAT gateways and peerings stay visible for a while; they are history.
         self.items = [i for i in items if i.get("State") not in gone]
 
-    def pick(self, logical: str) -> dict[str, Any] | None:
-        """The recorded ID if it still exists, else the one tagged with this logical name."""
+    def pick(self, logical: str, *legacy: str) -> dict[str, Any] | None:
+        """The recorded ID if it still exists, else the one tagged with this logical name
+        (or one of its `legacy` names: tags written before a record was renamed)."""
         recorded = self.ctx.recorded_id(logical)
         for item in self.items:
             if item[self.id_key] == recorded:
                 return item
-        for item in self.items:
-            if tag_dict(item.get("Tags")).get(TAG_RESOURCE) == logical:
-                return item
+        for name in (logical, *legacy):
+            for item in self.items:
+                if tag_dict(item.get("Tags")).get(TAG_RESOURCE) == name:
+                    return item
         return None
 
     def others(self, logicals: set[str]) -> list[dict[str, Any]]:
@@ -80,8 +92,13 @@ class Ec2Items:
 def deployment_items(ctx: StepContext, operation: str) -> list[dict[str, Any]]:
     """Every item of one EC2 type carrying the deployment's tag: one describe per run."""
     key, _, _, param = EC2_TYPES[operation]
-    return ctx.run.shared(("ec2", operation), lambda: _describe(
-        ctx, operation, key, param, [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]}]))
+
+    def read() -> list[dict[str, Any]]:
+        answer = _describe(ctx, operation, key, param,
+                           [{"Name": f"tag:{TAG_DEPLOYMENT}", "Values": [ctx.cfg.name]}])
+        return [i for i in answer if is_ours(ctx.cfg.name, i.get("Tags"))]  # read back, not assumed
+
+    return ctx.run.shared(("ec2", operation), read)
 
 
 def items_by_id(ctx: StepContext, operation: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -91,7 +108,9 @@ def items_by_id(ctx: StepContext, operation: str, ids: list[str]) -> list[dict[s
     shared = {i[id_key]: i for i in deployment_items(ctx, operation)}
     if all(i in shared for i in ids):
         return [shared[i] for i in ids]
-    return _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": list(ids)}])
+    found = _describe(ctx, operation, key, param, [{"Name": id_filter, "Values": list(ids)}])
+    return [i for i in found if i[id_key] in ids
+            and is_ours(ctx.cfg.name, i.get("Tags"), recorded_id=True)]
 
 
 def _describe(ctx: StepContext, operation: str, key: str, param: str,

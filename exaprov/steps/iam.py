@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from exaprov import ownership
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_DEPLOYMENT, Step, StepContext
 from exaprov.errors import AwsError, InputError, ignore_not_found, is_not_found
@@ -129,10 +130,9 @@ def find_role(ctx: StepContext, name: str) -> dict[str, Any] | None:
 
 def is_ours(ctx: StepContext, logical: str, role: dict[str, Any]) -> bool:
     """Tagged for this deployment, or the very role (same RoleId) the state records."""
-    if tag_dict(role.get("Tags")).get(TAG_DEPLOYMENT) == ctx.cfg.name:
-        return True
     rec = ctx.recorded(logical) or {}
-    return rec.get("id") == role["Arn"] and rec.get("role_id") == role["RoleId"]
+    same = rec.get("id") == role["Arn"] and rec.get("role_id") == role["RoleId"]
+    return ownership.is_ours(ctx.cfg.name, role.get("Tags"), recorded_id=same)
 
 
 # -- step: iam ----------------------------------------------------------------------

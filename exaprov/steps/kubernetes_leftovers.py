@@ -103,6 +103,9 @@ def _delete_security_groups(ctx: StepContext, cluster: str, vpc_id: str) -> None
             by_id[group["GroupId"]] = group
     for group in by_id.values():
         tags = tag_dict(group.get("Tags"))
+        # Read back, not assumed from the filters: in this cluster's VPC, made for this cluster.
+        if group.get("VpcId") != vpc_id or not _for_cluster(tags, cluster):
+            continue
         if TAG_DEPLOYMENT in tags or "aws:eks:cluster-name" in tags:
             continue  # exaprov's own groups, and the primary group EKS deletes itself
         group_id = group["GroupId"]
@@ -119,6 +122,8 @@ def _revoke_references(ctx: StepContext, vpc_id: str, group_id: str) -> None:
         {"Name": "vpc-id", "Values": [vpc_id]},
         {"Name": "ip-permission.group-id", "Values": [group_id]}])
     for other in referencing:
+        if other.get("VpcId") != vpc_id:
+            continue
         rules = [r for r in paginate(ec2, "describe_security_group_rules", "SecurityGroupRules",
                                      Filters=[{"Name": "group-id", "Values": [other["GroupId"]]}])
                  if r.get("ReferencedGroupInfo", {}).get("GroupId") == group_id]

@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, ignore_not_found, is_not_found
+from exaprov.ownership import clash, db_subnet_group_tags, is_ours, owner_text
 from exaprov.state import FAILED
 from exaprov.steps.database import database_identifier, find_database, rds_may_hold
 from exaprov.steps.ec2_lookup import Ec2Items, items_by_id, reconcile_tags, tag_specs, verify_gone
@@ -250,13 +251,17 @@ def associate(ctx: StepContext, rt_id: str, subnet_id: str) -> None:
 
 
 def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str]) -> str:
-    """RDS subnet groups have deterministic names, so they are found by name, not tag. A group
+    """RDS subnet groups have deterministic names, so they are found by name, then proven ours
+    by their own tags (a name is no proof: another deployment or a team may hold it). A group
     keeps the name it was made with: RDS cannot rename it, and moving the instance to another
     group is an outage (ModifyDBInstance), so a changed `network.vpc_name` renames only Name tags."""
     rds = ctx.aws.rds
     # RDS stores subnet group names in lower case.
     name = (ctx.recorded("db-subnet-group") or {}).get("name") or ctx.cfg.network.vpc_name.lower()
     group = find_db_subnet_group(ctx, name, via_instance=True)
+    if group is not None and not db_subnet_group_is_ours(ctx, group):
+        raise clash("RDS DB subnet group", name, group.get("TagList"), "network.vpc_name",
+                    ctx.cfg.name)
     if group is None:
         ctx.create("db-subnet-group", "rds:db-subnet-group", lambda token: rds.create_db_subnet_group(
             DBSubnetGroupName=name, DBSubnetGroupDescription=f"exaprov {ctx.cfg.name} database subnets",
@@ -276,6 +281,21 @@ def ensure_db_subnet_group(ctx: StepContext, vpc_id: str, subnet_ids: list[str])
     return name
 
 
+def db_subnet_group_is_ours(ctx: StepContext, group: dict[str, Any]) -> bool:
+    """By the group's own tags (read with ListTagsForResource when the describe lacks them).
+    The group our own database (ours by its tags) uses, under the name the state records,
+    is ours without that read: exaprov made both."""
+    if group.get("_in_use_by_ours") and \
+            ctx.recorded_id("db-subnet-group") == group.get("DBSubnetGroupName"):
+        return True
+    if "TagList" not in group:
+        if "DBSubnetGroupArn" not in group:
+            group.update(ctx.call(lambda: ctx.aws.rds.describe_db_subnet_groups(
+                DBSubnetGroupName=group["DBSubnetGroupName"]))["DBSubnetGroups"][0])
+        group["TagList"] = ctx.call(lambda: db_subnet_group_tags(ctx.aws, group))
+    return is_ours(ctx.cfg.name, group["TagList"])
+
+
 def find_db_subnet_group(ctx: StepContext, name: str, via_instance: bool = False
                          ) -> dict[str, Any] | None:
     # DescribeDBInstances carries the instance's subnet group (subnets, VPC, status) and the
@@ -284,7 +304,7 @@ def find_db_subnet_group(ctx: StepContext, name: str, via_instance: bool = False
     db = find_database(ctx, ident) if ident else None
     in_use = (db or {}).get("DBSubnetGroup") or {}
     if in_use.get("DBSubnetGroupName") == name and "Subnets" in in_use:
-        return in_use
+        return {**in_use, "_in_use_by_ours": is_ours(ctx.cfg.name, (db or {}).get("TagList"))}
     try:
         return ctx.call(lambda: ctx.aws.rds.describe_db_subnet_groups(
             DBSubnetGroupName=name))["DBSubnetGroups"][0]
@@ -297,10 +317,22 @@ def find_db_subnet_group(ctx: StepContext, name: str, via_instance: bool = False
 def destroy_network(ctx: StepContext) -> None:
     ec2 = ctx.aws.ec2
     # The recorded name too: the group of a since-renamed VPC must not be left behind.
+    # Deleted only if its own tags say it is this deployment's: the name is no proof.
     names = {ctx.cfg.network.vpc_name.lower(), ctx.recorded_id("db-subnet-group")} - {None}
     if not rds_may_hold(ctx.run.state, ctx.address("db-subnet-group")):
         names = set()
-    for name in sorted(n for n in names if n and find_db_subnet_group(ctx, n)):
+
+    def ours(name: str) -> bool:
+        group = find_db_subnet_group(ctx, name)
+        if group is None:
+            return False
+        if db_subnet_group_is_ours(ctx, group):
+            return True
+        ctx.report(f"leaving RDS DB subnet group {name}: it is not this deployment's "
+                   f"({owner_text(group.get('TagList'))})")
+        return False
+
+    for name in sorted(n for n in names if n and ours(n)):
         ctx.delete("db-subnet-group", "rds:db-subnet-group", name,
                    lambda n: ctx.aws.rds.delete_db_subnet_group(DBSubnetGroupName=n))
 
@@ -335,7 +367,8 @@ def destroy_network(ctx: StepContext) -> None:
                                                  lambda: ec2.delete_vpc(VpcId=vid)))
     for logical in ctx.recorded_logicals():  # recorded, but already gone from AWS
         ctx.forget(logical)
-    left = sorted(n for n in names if n and find_db_subnet_group(ctx, n))
+    left = sorted(n for n in names if n and (g := find_db_subnet_group(ctx, n)) is not None
+                  and db_subnet_group_is_ours(ctx, g))
     if left:
         raise ExaprovError(f"network: DB subnet group {', '.join(left)} still present after destroy")
     verify_gone(ctx, {"describe_vpcs": "ec2:vpc", "describe_subnets": "ec2:subnet",

@@ -7,7 +7,8 @@ four fixed system groups, `runner-<suffix>` per runner pool, and the user's
 additional groups; plus the cluster-autoscaler tags on each group's ASG.
 Reads: cluster (name, version), nat (nodes pull images through it), iam (node
 role), security-groups (node SG), network (private subnets).
-Records: lt-<group> (launch template ID), <group> (node group name).
+Records: lt:<group> (launch template ID), group:<group> (node group name): user-named, so
+prefixed with a colon no group name can hold (exaprov.addresses).
 Reconcile: min/max, labels, taints in place (desired size belongs to the cluster
 autoscaler: only clamped); disk size / instance tags via a new launch template
 version; instance type, capacity type or AMI family by replacement (new group
@@ -26,9 +27,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from exaprov.addresses import (
+    OLD_SUFFIX,
+    group_from_tag,
+    group_logical,
+    legacy_template_tag,
+    template_from_tag,
+    template_logical,
+)
 from exaprov.aws import paginate, tag_dict, tag_list
-from exaprov.engine import TAG_DEPLOYMENT, TAG_RESOURCE, Step, StepContext, is_unknown
+from exaprov.engine import TAG_RESOURCE, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.state import FAILED
 from exaprov.steps.cluster import wait_for_update
 from exaprov.steps.ec2_lookup import Ec2Items, tag_specs, verify_gone
@@ -70,6 +80,8 @@ class GroupSpec:
     labels: dict[str, str] = field(default_factory=dict)
     taints: tuple[tuple[str, str, str], ...] = ()  # (key, value, EKS effect)
     runner: bool = False
+    max_unavailable_percentage: int = 33  # rolling updates (the Terraform modules' value)
+    node_repair: bool = False  # EKS node auto repair
 
     def immutable(self, ami_type: str) -> str:
         """What EKS cannot change in place; a change means a replacement group."""
@@ -109,7 +121,7 @@ def _from_config(name: str, pool: Any, runner: bool) -> GroupSpec:
     unique = tuple(dict.fromkeys((t["key"], t["value"], t["effect"]) for t in taints))
     return GroupSpec(name, pool.node_instance_type, pool.capacity_type, pool.node_instance_category,
                      pool.disk_size, pool.min_size, pool.max_size, pool.min_size, labels, unique,
-                     runner)
+                     runner, pool.max_unavailable_percentage, pool.repairs_nodes)
 
 
 def desired_groups(cfg: Any) -> dict[str, GroupSpec]:
@@ -140,7 +152,26 @@ def asg_tags(spec: GroupSpec, cfg: Any) -> dict[str, str]:
         tags[f"{AUTOSCALER_TEMPLATE}/label/{key}"] = value
     for key, value, effect in spec.taints:
         tags[f"{AUTOSCALER_TEMPLATE}/taint/{key}"] = f"{value}:{K8S_EFFECT[effect]}"
+    resource = accelerator_resource(spec)
+    if resource:
+        # Without it the autoscaler cannot tell that a node of an empty GPU pool would satisfy
+        # a pod asking for nvidia.com/gpu, and does not scale it up from zero
+        # (kubernetes/autoscaler#5278).
+        tags[f"{AUTOSCALER_TEMPLATE}/resources/{resource[0]}"] = str(resource[1])
     return tags
+
+
+def accelerator_resource(spec: GroupSpec) -> tuple[str, int] | None:
+    """(extended resource, count per node) of an accelerator pool, from the instance-type table;
+    only where the pool's AMI runs the device plugin (gpu: NVIDIA, inferentia: Neuron)."""
+    from exaprov.instance_types import ACCELERATOR_RESOURCE, describe
+
+    info = describe(spec.instance_type)
+    wanted = {"gpu": "nvidia", "inferentia": "neuron"}.get(spec.category)
+    if info is None or info.accelerator is None or info.accelerator != wanted \
+            or not info.accelerator_count:
+        return None
+    return ACCELERATOR_RESOURCE[info.accelerator], info.accelerator_count
 
 
 # -- launch templates -------------------------------------------------------------------
@@ -187,11 +218,11 @@ def _lt_digest(data: dict[str, Any]) -> str:
 def ensure_launch_template(ctx: StepContext, templates: Ec2Items, spec: GroupSpec,
                            node_sg: str) -> tuple[str, str]:
     """(template ID, version to use); a changed template gets a new version, not a new template."""
-    ec2, logical = ctx.aws.ec2, f"lt-{spec.name}"
+    ec2, logical = ctx.aws.ec2, template_logical(spec.name)
     name = f"{ctx.cfg.cluster.cluster_name}-{spec.name}"
     data = launch_template_data(ctx, spec, node_sg)
     wanted = _lt_fingerprint(data)
-    template = templates.pick(logical)
+    template = templates.pick(logical, legacy_template_tag(spec.name))
     if template is None:
         lt_id = ctx.create(logical, "ec2:launch-template", lambda token: ec2.create_launch_template(
             LaunchTemplateName=name, LaunchTemplateData=data, ClientToken=token[:64],
@@ -246,26 +277,28 @@ def ensure_node_groups(ctx: StepContext) -> dict[str, Any]:
               for name, spec in wanted.items()}
 
     def one(name: str) -> str:
-        return ensure_group(ctx, wanted[name], live.get(name), launch[name])
+        return ensure_group(ctx, wanted[name], live.get(group_logical(name)), launch[name])
 
     # Node groups take minutes each and EKS builds them in parallel: create them all at once.
     with ThreadPoolExecutor(max_workers=max(1, len(wanted)), thread_name_prefix="nodegroup") as pool:
         names = dict(zip(wanted, pool.map(one, wanted), strict=True))
+    wanted_logicals = {group_logical(n) for n in wanted}
     for logical, group in live.items():
-        if logical.endswith("#old") and logical.removesuffix("#old") in wanted:
+        if logical.endswith(OLD_SUFFIX) and logical.removesuffix(OLD_SUFFIX) in wanted_logicals:
             remove_group(ctx, logical, group, confirm=False)  # an interrupted replacement's old group
-        elif logical not in wanted:
+        elif logical not in wanted_logicals:
             remove_group(ctx, logical, group)
     # A group made in this run gets its autoscaler tags as part of its create (in a plan it
     # has no ASG yet to compare); only an existing group's tags can drift.
-    made_now = {names[n] for n in wanted if n not in live or live[n]["nodegroupName"] != names[n]}
+    made_now = {names[n] for n in wanted if group_logical(n) not in live
+                or live[group_logical(n)]["nodegroupName"] != names[n]}
     existing = {names[n]: wanted[n] for n in wanted if not ctx.planning or names[n] not in made_now}
     ensure_asg_tags(ctx, existing, {g["nodegroupName"]: g for g in live.values()}, made_now)
     return {"node_groups": names}
 
 
 def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
-    """This deployment's node groups, by logical name (their exaprov:resource tag)."""
+    """This deployment's node groups (by their own tags), by logical name (`group:<name>`)."""
     eks, cluster = ctx.aws.client("eks"), ctx.cfg.cluster.cluster_name
     try:
         names = ctx.call(lambda: paginate(eks, "list_nodegroups", "nodegroups", clusterName=cluster))
@@ -286,20 +319,20 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
                 continue
             raise
         tags = group.get("tags", {})
-        if tags.get(TAG_DEPLOYMENT) != ctx.cfg.name:
+        if not is_ours(ctx.cfg.name, tags):
             continue
         if group["status"] == "DELETING":
             # A destroy or replacement interrupted mid-delete: its name is not free until it is gone.
             deleting.append(name)
             continue
-        logical = tags.get(TAG_RESOURCE, name)
+        logical = group_from_tag(tags.get(TAG_RESOURCE), name)
         # During a replacement two groups share a logical name: the newer one wins.
         if logical not in found or group["createdAt"] > found[logical]["createdAt"]:
             if logical in found:
-                found[f"{logical}#old"] = found[logical]
+                found[logical + OLD_SUFFIX] = found[logical]
             found[logical] = group
         else:
-            found[f"{logical}#old"] = group
+            found[logical + OLD_SUFFIX] = group
     for name in deleting:  # deleting side by side: the first wait is the longest
         if not ctx.planning:
             _wait_deleted(ctx, name)
@@ -308,17 +341,17 @@ def find_node_groups(ctx: StepContext) -> dict[str, dict[str, Any]]:
 
 def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None,
                  launch: tuple[str, str]) -> str:
-    cluster = ctx.upstream["cluster"]
+    cluster, logical = ctx.upstream["cluster"], group_logical(spec.name)
     ami = ami_type(spec.category, ctx.cfg.cluster.cluster_version, spec.instance_type)
     if group is not None and group["status"] == "CREATE_FAILED":
         failed_name = group["nodegroupName"]
         ctx.report(f"node group {failed_name} CREATE_FAILED: replacing it")
-        remove_group(ctx, spec.name, group, confirm=False)
+        remove_group(ctx, logical, group, confirm=False)
         return create_group(ctx, spec, failed_name, launch, ami)  # its name is free again
     if group is None:
         return create_group(ctx, spec, spec.name, launch, ami)
     name = group["nodegroupName"]
-    ctx.found(spec.name, "eks:nodegroup", name, live=group["status"])
+    ctx.found(logical, "eks:nodegroup", name, live=group["status"])
     immutable = (group.get("instanceTypes") or [None])[0], group.get("capacityType"), group.get("amiType")
     if immutable != (spec.instance_type, spec.capacity_type, ami):
         # EKS cannot change these in place. New group first, so capacity never drops to zero.
@@ -328,7 +361,7 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
         ctx.run.add_change(_replace_change(ctx, spec, immutable, (spec.instance_type,
                                                                    spec.capacity_type, ami)))
         new = create_group(ctx, spec, new_name, launch, ami, quiet=True)
-        remove_group(ctx, f"{spec.name}#old", group, confirm=False, quiet=True)
+        remove_group(ctx, logical + OLD_SUFFIX, group, confirm=False, quiet=True)
         return new
     if group["status"] not in ("ACTIVE", "DEGRADED") and not ctx.planning:
         group = wait_for_group(ctx, name)
@@ -339,7 +372,7 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
 def _replace_change(ctx: StepContext, spec: GroupSpec, was: tuple[Any, ...], now: tuple[Any, ...]) -> Any:
     from exaprov.engine import Change
 
-    return Change("replace", ctx.address(spec.name), "eks:nodegroup",
+    return Change("replace", ctx.address(group_logical(spec.name)), "eks:nodegroup",
                   f"{'/'.join(map(str, was))} → {'/'.join(map(str, now))} (new group first)")
 
 
@@ -357,7 +390,11 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
         "instanceTypes": [spec.instance_type], "capacityType": spec.capacity_type, "amiType": ami,
         "labels": spec.labels,
         "taints": [{"key": k, "value": v, "effect": e} for k, v, e in spec.taints],
-        "tags": ctx.tags(spec.name, name=name),
+        "tags": ctx.tags(group_logical(spec.name), name=name),
+        "updateConfig": {"maxUnavailablePercentage": spec.max_unavailable_percentage},
+        # Off by default in EKS; for GPU and Inferentia pools it replaces a node whose
+        # accelerator fails (EKS node health monitoring reports it).
+        "nodeRepairConfig": {"enabled": spec.node_repair},
     }
 
     def create(token: str) -> str:
@@ -370,7 +407,7 @@ def create_group(ctx: StepContext, spec: GroupSpec, name: str, launch: tuple[str
 
     if quiet and ctx.planning:
         return name
-    created = ctx.create(spec.name, "eks:nodegroup", create, name=name, listed=quiet,
+    created = ctx.create(group_logical(spec.name), "eks:nodegroup", create, name=name, listed=quiet,
                          detail=f"{spec.instance_type} {spec.capacity_type} {spec.min_size}-{spec.max_size}")
     if not ctx.planning:
         wait_for_group(ctx, name)
@@ -385,7 +422,7 @@ def wait_for_group(ctx: StepContext, name: str) -> dict[str, Any]:
         lambda g: g["status"] in ("ACTIVE", "DEGRADED") or g["status"].endswith("FAILED"),
         timeout=NODEGROUP_CREATE_TIMEOUT, interval=5, describe=lambda g: g["status"])
     if group["status"].endswith("FAILED"):
-        logical = group.get("tags", {}).get(TAG_RESOURCE, name)
+        logical = group_from_tag(group.get("tags", {}).get(TAG_RESOURCE), name)
         ctx.run.writer.record(ctx.address(logical), status=FAILED)
         issues = "; ".join(i.get("message", "") for i in group.get("health", {}).get("issues", []))
         raise ExaprovError(f"node-groups: node group {name} {group['status']}: "
@@ -422,8 +459,15 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
                              for k, v, e in live_taints - set(spec.taints)
                              if (k, e) not in {(sk, se) for sk, _, se in spec.taints}]}.items() if v}
         details.append("taints")
+    if (group.get("updateConfig") or {}).get("maxUnavailablePercentage") != \
+            spec.max_unavailable_percentage:
+        update["updateConfig"] = {"maxUnavailablePercentage": spec.max_unavailable_percentage}
+        details.append(f"rolling updates {spec.max_unavailable_percentage}% at a time")
+    if bool((group.get("nodeRepairConfig") or {}).get("enabled")) != spec.node_repair:
+        update["nodeRepairConfig"] = {"enabled": spec.node_repair}
+        details.append(f"node auto repair {'on' if spec.node_repair else 'off'}")
     if update:
-        ctx.update(spec.name, "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
+        ctx.update(group_logical(spec.name), "eks:nodegroup", ", ".join(details), lambda: wait_for_update(
             ctx, cluster_name, eks.update_nodegroup_config(
                 clusterName=cluster_name, nodegroupName=name, **update), nodegroup=name))
     live_lt = group.get("launchTemplate") or {}
@@ -438,7 +482,8 @@ def reconcile_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any],
             words.append(f"launch template {launch[0]} version {launch[1]}")
         if "version" in version_update:
             words.append(f"Kubernetes {cluster_version}")
-        ctx.update(spec.name, "eks:nodegroup", "rolling update to " + " and ".join(words),
+        ctx.update(group_logical(spec.name), "eks:nodegroup",
+                   "rolling update to " + " and ".join(words),
                    lambda: wait_for_update(ctx, cluster_name, eks.update_nodegroup_version(
                        clusterName=cluster_name, nodegroupName=name, **version_update), nodegroup=name))
 
@@ -534,7 +579,8 @@ def destroy_node_groups(ctx: StepContext) -> None:
         list(pool.map(lambda item: remove_group(ctx, item[0], item[1], confirm=False), groups.items()))
     templates = Ec2Items(ctx, "describe_launch_templates", "ec2:launch-template")
     for template in templates.items:
-        logical = tag_dict(template.get("Tags")).get(TAG_RESOURCE, template["LaunchTemplateId"])
+        logical = template_from_tag(tag_dict(template.get("Tags")).get(TAG_RESOURCE),
+                                    template["LaunchTemplateId"])
         ctx.delete(logical, "ec2:launch-template", template["LaunchTemplateId"],
                    lambda lt: ctx.aws.ec2.delete_launch_template(LaunchTemplateId=lt))
     for logical in ctx.recorded_logicals():
@@ -542,6 +588,7 @@ def destroy_node_groups(ctx: StepContext) -> None:
     verify_gone(ctx, {"describe_launch_templates": "ec2:launch-template"})
 
 
-NODE_GROUPS = Step("node-groups", ("cluster", "nat", "iam", "security-groups", "network"),
+# After `addons`: in an upgrade the add-ons reach the new version's defaults before the nodes roll.
+NODE_GROUPS = Step("node-groups", ("cluster", "addons", "nat", "iam", "security-groups", "network"),
                    ensure_node_groups, destroy_node_groups, title="EKS managed node groups",
                    asks=True)

@@ -35,6 +35,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import Aws, tag_dict
 from exaprov.engine import TAG_COMPONENT, TAG_DEPLOYMENT, Step, StepContext, is_unknown
 from exaprov.errors import AwsError, ExaprovError, InputError, error_code, is_not_found
+from exaprov.ownership import is_ours
 from exaprov.steps.ec2_lookup import items_by_id, tag_specs
 from exaprov.steps.security_groups import Rule, describe_rules, ensure_rules, revoke
 
@@ -52,16 +53,20 @@ NEW_ID_TIMEOUT = 2 * 60  # the accepter side may not know a new peering at once
 
 def check_peer(aws: Aws, deployment_cidr: str, other_peer_cidrs: dict[str, list[str]], vpc_id: str,
                region: str | None = None, profile: str | None = None,
-               deployment_vpc_id: str | None = None) -> list[str]:
+               deployment_vpc_id: str | None = None,
+               route_table_ids: list[str] | None = None) -> list[str]:
     """Validate a client VPC before any change; return its IPv4 CIDR blocks.
 
     Raises InputError if the VPC does not exist (in that region/account), is the
-    deployment's own VPC, or has a CIDR overlapping the deployment's or another peer's.
+    deployment's own VPC, has a CIDR overlapping the deployment's or another peer's, or if
+    a route table given is not one of that VPC's (peering touches only the client VPC).
     """
     if deployment_vpc_id is not None and vpc_id == deployment_vpc_id:
         raise InputError(f"--vpc-id: {vpc_id} is the deployment's own VPC; peer a client VPC")
     peer = aws.elsewhere(region, profile)
     vpc = describe_client_vpc(peer, vpc_id, region or aws.region, profile)
+    if route_table_ids:
+        check_tables(vpc_id, route_table_ids, _tables_by_id(peer, route_table_ids), "--route-table-ids")
     cidrs = vpc_cidrs(vpc)
     problems = overlaps(deployment_cidr, other_peer_cidrs, vpc_id, cidrs)
     if problems:
@@ -84,6 +89,33 @@ def describe_client_vpc(peer: Aws, vpc_id: str, region: str, profile: str | None
         raise InputError(f"--vpc-id: no VPC {vpc_id} in {region} ({where})",
                          hint="check --vpc-id, --peer-region and --peer-profile")
     return vpcs[0]
+
+
+def _tables_by_id(aws: Aws, ids: list[str]) -> list[dict[str, Any]]:
+    try:
+        return list(aws.ec2.describe_route_tables(
+            Filters=[{"Name": "route-table-id", "Values": list(ids)}])["RouteTables"])
+    except ClientError as exc:
+        raise AwsError("peering", exc.operation_name, error_code(exc) or "Error",
+                       exc.response.get("Error", {}).get("Message", str(exc))) from exc
+
+
+def check_tables(vpc_id: str, ids: list[str], tables: list[dict[str, Any]], field: str) -> None:
+    """Every route table given exists and is one of the client VPC's: a table of another VPC
+    (another team's, another deployment's) is never touched."""
+    found = {t["RouteTableId"]: t for t in tables if t["RouteTableId"] in ids}
+    missing = sorted(set(ids) - found.keys())
+    if missing:
+        raise InputError(f"{field}: no route table {', '.join(missing)} (looked in the account "
+                         f"and region of {vpc_id})",
+                         hint=f"run `exaprov peer --vpc-id {vpc_id}` with the right --route-table-ids")
+    elsewhere = sorted(f"{i} is in {t.get('VpcId')}" for i, t in found.items()
+                       if t.get("VpcId") != vpc_id)
+    if elsewhere:
+        raise InputError(f"{field}: the route tables must belong to {vpc_id}: "
+                         + "; ".join(elsewhere) + "; nothing was changed",
+                         hint=f"pass only route tables of {vpc_id} (aws ec2 describe-route-tables "
+                              f"--filters Name=vpc-id,Values={vpc_id}), or none for all of them")
 
 
 def vpc_cidrs(vpc: dict[str, Any]) -> list[str]:
@@ -154,10 +186,7 @@ def inspect_peer(ctx: StepContext, live: list[dict[str, Any]], net: dict[str, An
     ids = spec.get("route_table_ids")
     tables = describe_tables(ctx, aws, ids=ids) if ids else describe_tables(ctx, aws, vpc_id=vpc_id)
     if ids:
-        missing = sorted(set(ids) - {t["RouteTableId"] for t in tables})
-        if missing:
-            raise InputError(f"peering: no route table {', '.join(missing)} in {vpc_id}",
-                             hint=f"run `exaprov peer --vpc-id {vpc_id}` with the right --route-table-ids")
+        check_tables(vpc_id, ids, tables, "peering")
     ours = {p["VpcPeeringConnectionId"] for p in live if accepter(p) == vpc_id}
     for table in tables:
         rtb = table["RouteTableId"]
@@ -288,11 +317,25 @@ def unpeer(ctx: StepContext, vpc_id: str, live: list[dict[str, Any]], node_sg: s
     sides = [(peer_aws, vpc_id)]
     if deployment_vpc and not is_unknown(deployment_vpc):
         sides.insert(0, (ctx.aws, deployment_vpc))
+    # The routes `peer` added, wherever they are: every table of both VPCs, and the tables
+    # the records name (a route a past exaprov put in a table outside the client VPC).
+    recorded: dict[str, set[str]] = {"deployment": set(), "client": set()}
+    for logical, record in ctx.run.state.step_resources(ctx.step).items():
+        if logical.startswith("route:") and record.get("peer_vpc") == vpc_id \
+                and record.get("side") in recorded and "|" in str(record.get("id", "")):
+            recorded[record["side"]].add(str(record["id"]).split("|", 1)[0])
+    done: set[tuple[str, str]] = set()
     for aws, owner in sides:
-        for table in describe_tables(ctx, aws, vpc_id=owner):
+        side = "client" if owner == vpc_id else "deployment"
+        tables = describe_tables(ctx, aws, vpc_id=owner)
+        others = sorted(recorded[side] - {t["RouteTableId"] for t in tables})
+        if others:
+            tables += describe_tables(ctx, aws, ids=others)
+        for table in tables:
             for route in table.get("Routes", []):
-                if route.get("VpcPeeringConnectionId") in pcx_ids and route.get("DestinationCidrBlock"):
-                    rtb, cidr = table["RouteTableId"], route["DestinationCidrBlock"]
+                rtb, cidr = table["RouteTableId"], route.get("DestinationCidrBlock")
+                if route.get("VpcPeeringConnectionId") in pcx_ids and cidr and (rtb, cidr) not in done:
+                    done.add((rtb, cidr))
                     ctx.delete(route_logical(rtb, cidr), KIND_ROUTE, f"{rtb}|{cidr}",
                                partial(_delete_route, aws, rtb, cidr),
                                detail=f"{cidr} → {route['VpcPeeringConnectionId']} in {rtb}")
@@ -357,7 +400,7 @@ def our_peerings(ctx: StepContext) -> list[dict[str, Any]]:
 
 def _tagged_ours(ctx: StepContext, pcx: dict[str, Any]) -> bool:
     tags = tag_dict(pcx.get("Tags"))
-    return tags.get(TAG_DEPLOYMENT) == ctx.cfg.name and tags.get(TAG_COMPONENT) == ctx.step
+    return is_ours(ctx.cfg.name, tags) and tags.get(TAG_COMPONENT) == ctx.step
 
 
 def known_peers(ctx: StepContext, live: list[dict[str, Any]]) -> set[str]:

@@ -29,6 +29,7 @@ from botocore.exceptions import ClientError
 from exaprov.aws import paginate, tag_dict, tag_list
 from exaprov.engine import TAG_RESOURCE, Change, Step, StepContext, is_unknown
 from exaprov.errors import ExaprovError, error_code, is_not_found
+from exaprov.ownership import clash, is_ours
 from exaprov.steps.ec2_lookup import Ec2Items, deployment_items, reconcile_tags, tag_specs, verify_gone
 
 KIND = "ec2:security-group"
@@ -128,11 +129,18 @@ def ensure_security_groups(ctx: StepContext) -> dict[str, Any]:
 
 def ensure_group(ctx: StepContext, items: Ec2Items | None, logical: str, vpc_id: str, name: str,
                  description: str, extra: dict[str, str] | None = None) -> tuple[str, bool]:
-    """Find (by record, tag, then name in the VPC) or create one group; True if created."""
+    """Find (by record, tag, then name in the VPC) or create one group; True if created.
+
+    Group names are unique in a VPC: one of this name that is not the deployment's by its
+    own tags is in the way (a name clash), refused before anything changes."""
     ec2 = ctx.aws.ec2
     group = items.pick(logical) if items is not None else None
     if group is None and items is not None:
         group = find_group_by_name(ctx, vpc_id, name)
+        if group is not None and not is_ours(ctx.cfg.name, group.get("Tags")):
+            raise clash(f"security group ({group['GroupId']} in {vpc_id})", name, group.get("Tags"),
+                        "cluster.cluster_name" if ctx.step == "security-groups"
+                        else "module_repo_backend.exadeploy_id", ctx.cfg.name)
     if group is None:
         group_id = ctx.create(logical, KIND, lambda token: ctx.retry_while(
             f"new VPC {vpc_id}", lambda: ec2.create_security_group(
@@ -154,7 +162,8 @@ def ensure_group(ctx: StepContext, items: Ec2Items | None, logical: str, vpc_id:
 def find_group_by_name(ctx: StepContext, vpc_id: str, name: str) -> dict[str, Any] | None:
     groups = ctx.call(lambda: ctx.aws.ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "group-name", "Values": [name]}]))
-    return next(iter(groups["SecurityGroups"]), None)
+    return next((g for g in groups["SecurityGroups"]
+                 if g.get("VpcId") == vpc_id and g.get("GroupName") == name), None)
 
 
 def ensure_rules(ctx: StepContext, logical: str, group_id: str, wanted: set[Rule],
