@@ -936,7 +936,9 @@ class BackendConfig(_Model):
 
     exadeploy_id: str = Field("", **_schema(  # "" = exafunction-mrbe-<name>
         type=["string", "null"], maxLength=BACKEND_ID_MAX, pattern=f"^$|{_NAME_PATTERN}"))
-    db_storage: Int = Field(15, **_schema(minimum=5, maximum=65536))
+    # RDS for PostgreSQL on General Purpose SSD (gp2, gp3): 20 to 65,536 GiB (CreateDBInstance,
+    # AllocatedStorage). The Terraform module's 15 predates gp3 and is refused by RDS.
+    db_storage: Int = Field(20, **_schema(minimum=20, maximum=65536))
     postgres_version: str = Field("16", **_schema(
         type=None, enum=[str(v) for v in POSTGRES_MAJORS] + list(POSTGRES_MAJORS)))
     db_username: str = Field("exafunction", **_schema(
@@ -1008,8 +1010,9 @@ class BackendConfig(_Model):
     @field_validator("db_storage")
     @classmethod
     def _storage(cls, v: int) -> int:
-        if not 5 <= v <= 65536:
-            _fail("is out of range", v, "RDS storage in GiB from 5 to 65536")
+        if not 20 <= v <= 65536:
+            _fail("is out of range", v, "RDS storage in GiB from 20 to 65536 (RDS for PostgreSQL "
+                  "on gp2 or gp3 storage)")
         return v
 
     @field_validator("postgres_version", mode="before")

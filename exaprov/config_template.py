@@ -72,7 +72,7 @@ cluster:
   addons: {}  # managed add-ons: name -> version, or null for EKS's default, e.g. {coredns: null}
 module_repo_backend:  # `module_repo_backend: null` = local backend, no RDS or S3
   exadeploy_id: $exadeploy_id  # names the RDS instance, S3 bucket and IAM user
-  db_storage: 15  # RDS storage, GiB
+  db_storage: 20  # RDS storage, GiB (20 to 65536 on gp3)
   postgres_version: "16"  # major version only; minor versions follow AWS auto-upgrades
   db_username: exafunction  # RDS master user; RDS keeps its password in Secrets Manager
   db_port: 5432  # 1150-65535

@@ -181,7 +181,7 @@ def test_name_only_gets_every_spec_default() -> None:
     backend = cfg.module_repo_backend
     assert backend is not None
     assert backend.model_dump() == {
-        "exadeploy_id": "exafunction-mrbe-example", "db_storage": 15, "postgres_version": "16",
+        "exadeploy_id": "exafunction-mrbe-example", "db_storage": 20, "postgres_version": "16",
         "db_username": "exafunction", "db_port": 5432, "db_instance_class": "db.t4g.micro",
         "db_storage_encrypted": True, "db_storage_type": "gp3", "db_max_allocated_storage": 100,
         "db_backup_retention_days": 7, "db_deletion_protection": True, "db_extended_support": False,

@@ -72,7 +72,7 @@ def test_plan_then_up_creates_the_database_as_configured_then_converges(
     db_sg = stack.outputs("database-sg")["db_security_group_id"]
     db = instance(rds)
     assert (db["Engine"], db["EngineVersion"].split(".")[0]) == ("postgres", "16")
-    assert (db["DBInstanceClass"], db["AllocatedStorage"], db["StorageType"]) == ("db.t4g.micro", 15, "gp3")
+    assert (db["DBInstanceClass"], db["AllocatedStorage"], db["StorageType"]) == ("db.t4g.micro", 20, "gp3")
     assert (db["DBName"], db["MasterUsername"], db["Endpoint"]["Port"]) == ("postgres", "exafunction", 5432)
     assert db["DBSubnetGroup"]["DBSubnetGroupName"] == stack.outputs("network")["db_subnet_group_name"]
     assert [g["VpcSecurityGroupId"] for g in db["VpcSecurityGroups"]] == [db_sg]
@@ -110,7 +110,7 @@ def test_storage_and_class_grow_in_place_with_one_modify(stack: Stack, tmp_path:
     planned = grown.plan().changes
     assert calls.mutating() == []
     assert [(c.action, c.address, c.detail) for c in planned] \
-        == [("update", "database.instance", "storage 15 → 30 GiB")]
+        == [("update", "database.instance", "storage 20 → 30 GiB")]
     grown.up()
     assert calls.mutating() == [("rds", "ModifyDBInstance")]
     assert instance(rds)["AllocatedStorage"] == 30
@@ -124,12 +124,18 @@ def test_storage_and_class_grow_in_place_with_one_modify(stack: Stack, tmp_path:
     bigger.up()
     assert calls.mutating() == []
 
+    # Without storage autoscaling (with it, a live size above db_storage is RDS's growth),
+    # a smaller db_storage is a shrink RDS cannot make.
+    shrunk = Stack(tmp_path, STEPS, config(db_storage=25, db_max_allocated_storage=0))
+    calls.clear()
+    with pytest.raises(InputError) as err:
+        shrunk.up()
+    assert "30 GiB" in err.value.message and "says 25" in err.value.message
+    assert calls.mutating() == [] and instance(rds)["AllocatedStorage"] == 30
+
 
 @pytest.mark.parametrize(("backend", "key", "values"), [
-    # Without storage autoscaling (with it, a live size above db_storage is RDS's growth).
-    ({"db_storage": 10, "db_max_allocated_storage": 0}, "module_repo_backend.db_storage",
-     ("15 GiB", "says 10")),
-    ({"db_storage": 16}, "module_repo_backend.db_storage", ("at least 10%", "17 GiB")),
+    ({"db_storage": 21}, "module_repo_backend.db_storage", ("at least 10%", "22 GiB")),
     ({"postgres_version": "17"}, "module_repo_backend.postgres_version", ("16", "says 17")),
 ])
 def test_what_rds_cannot_change_in_place_is_an_input_error_before_any_change(
@@ -142,7 +148,7 @@ def test_what_rds_cannot_change_in_place_is_an_input_error_before_any_change(
     assert err.value.exit_code == 2
     assert key in err.value.message and all(v in err.value.message for v in values)
     assert calls.mutating() == []
-    assert instance(rds)["AllocatedStorage"] == 15
+    assert instance(rds)["AllocatedStorage"] == 20
 
 
 def test_drift_is_repaired_and_the_port_change_planned(stack: Stack, tmp_path: Path, ec2: Any,
