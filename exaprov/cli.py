@@ -330,7 +330,7 @@ def main() -> None:
 @click.option("--region", default="us-west-1", show_default=True, callback=_region_flag)
 @click.option("--force", is_flag=True, help="Overwrite an existing config file.")
 @click.option("--example", type=click.Choice(["full", "minimal"]), default="full", show_default=True,
-              help="full: every key with its default and a comment (SPEC's example); minimal: "
+              help="full: every key with its default and a comment (a full deployment); minimal: "
                    "name and region only.")
 @click.option("--profile", default=None, help="AWS profile to ask EKS for its Kubernetes versions.")
 @click.option("--offline", is_flag=True, envvar="EXAPROV_OFFLINE",

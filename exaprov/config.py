@@ -1,6 +1,6 @@
 """The exaprov config file: its schema, its defaults and every rule, checked before any AWS call.
 
-SPEC "The config file" and sections 1-4. Keys mirror the Terraform modules' variables; every
+Keys mirror the Terraform modules' variables; every
 key but `name` has a default; an unknown key is an error (a typo must never be ignored).
 `load_config` reads YAML, `parse_config` validates; both raise ONE `ConfigError` listing every
 problem found, one line each: `<key.path>: <what is wrong> (got <value>); <what is allowed>`.
@@ -53,13 +53,13 @@ DEFAULT_KUBERNETES_VERSION = "1.35"
 # The only values CloudWatch Logs' PutRetentionPolicy accepts.
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
                       1827, 2192, 2557, 2922, 3288, 3653)
-# Fixed node groups the cluster step always creates (SPEC section 2).
+# Fixed node groups the cluster step always creates (the ExaDeploy system's own).
 SYSTEM_NODE_GROUPS = ("default", "scheduler", "module-repository", "prometheus")
 # AWS allows 50 tags per resource; exaprov adds its own (exaprov:deployment, exaprov:component,
 # kubernetes.io/... on subnets), so users get 40.
 MAX_USER_TAGS = 40
 NAME_MAX = 63
-CLUSTER_NAME_MAX = 29  # SPEC and the seed: names AWS derives from the cluster's must still fit
+CLUSTER_NAME_MAX = 29  # names AWS derives from the cluster's must still fit
 # The S3 bucket `module-repo-<id>-xxxxxxxx` must fit 63 characters; RDS `<id>-rds` (63) and the
 # IAM user `<id>-user` (64) then fit too.
 BACKEND_ID_MAX = 63 - len("module-repo-") - len("-xxxxxxxx")
@@ -723,7 +723,7 @@ class AwsAuthUser(_AwsAuthEntry):
 
 
 class NetworkConfig(_Model):
-    """SPEC section 1."""
+    """The VPC, its subnets and the NAT gateway."""
 
     vpc_name: str = Field("", **_schema(  # "" = exafunction-vpc-<name>
         type=["string", "null"], pattern="^([A-Za-z0-9-]{3,63})?$"))
@@ -758,7 +758,7 @@ class NetworkConfig(_Model):
 
 
 class ClusterConfig(_Model):
-    """SPEC section 2."""
+    """The EKS cluster, its node groups and who may use it."""
 
     cluster_name: str = Field("", **_schema(  # "" = exafunction-cluster-<name>
         type=["string", "null"], maxLength=CLUSTER_NAME_MAX, pattern="^([A-Za-z][A-Za-z0-9-]*)?$"))
@@ -932,7 +932,7 @@ class ClusterConfig(_Model):
 
 
 class BackendConfig(_Model):
-    """SPEC section 3: the module repository's RDS Postgres and S3 bucket."""
+    """The module repository's RDS Postgres and S3 bucket."""
 
     exadeploy_id: str = Field("", **_schema(  # "" = exafunction-mrbe-<name>
         type=["string", "null"], maxLength=BACKEND_ID_MAX, pattern=f"^$|{_NAME_PATTERN}"))

@@ -1,6 +1,6 @@
 """The config file `exaprov init` writes: every key with its default and a one-line comment.
 
-Hand-written so it reads like SPEC's example; tests check that it loads back to the defaults
+Hand-written so it reads like a real deployment's config; tests check that it loads back to the defaults
 and that it names every field of the config models, so a new key cannot be forgotten here.
 """
 

@@ -1,6 +1,6 @@
 """The errors exaprov raises, and small helpers to read AWS error codes.
 
-Exit codes follow SPEC: 1 when something failed while talking to AWS, 2 when
+Exit codes: 1 when something failed while talking to AWS, 2 when
 the input (config, flags, state file, lock) was wrong and nothing was changed.
 The CLI is the only place that turns these into messages and exit codes.
 """

@@ -3,7 +3,7 @@
 A dropped connection, a read timeout or a 5xx after the request went out leaves a
 create's outcome unknown. botocore would simply send it again, and for a create
 without an idempotency token (CreateVpc, CreateInternetGateway, AllocateAddress,
-CreateKey, ...) AWS then makes the resource twice (FAULTS F3). So while a create
+CreateKey, ...) AWS then makes the resource twice. So while a create
 runs, botocore does not retry such failures; the engine runs the step again
 instead, whose lookup by tag finds what AWS made (or creates it, once).
 Throttling answers are refusals, not lost answers: those are still retried.

@@ -1,4 +1,4 @@
-"""What the ExaDeploy Kubernetes deployment needs (SPEC §5), from the state's step outputs.
+"""What the ExaDeploy Kubernetes deployment needs, from the state's step outputs.
 
 The groups and keys are the root outputs of the Terraform cloud stack
 (`exafunction_network`, `exafunction_cluster`, `exafunction_module_repo_backend`,

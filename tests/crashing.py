@@ -294,7 +294,7 @@ def shared_botocore_loader() -> Iterator[None]:
 
 # -- the scenario both crash matrices run ----------------------------------------------
 
-# SPEC's example config with its cpu runner pool only: a second pool repeats the same
+# the example config with its cpu runner pool only: a second pool repeats the same
 # calls (launch template, node group, ASG tags) on another name, adding cases, not code
 # paths. The module-repository backend is on (the default).
 CONFIG: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""Fault injection in front of moto: what real AWS does and moto does not (FAULTS.md F4-F7, F25).
+"""Fault injection in front of moto: what real AWS does and moto does not.
 
 In-process, moto answers every call from its `before-send` handler (BotocoreStubber). A
 `before-send` hook of our own cannot stop moto (botocore runs every handler, then takes the
@@ -148,7 +148,7 @@ class Faults:
                                  message or f"injected {code}"))
 
     def lose_response(self, operation: str, times: int = 1) -> None:
-        """F3: AWS carries out the next `times` calls of `operation`, but the connection
+        """A lost answer: AWS carries out the next `times` calls of `operation`, but the connection
         drops before the answer arrives (botocore sees ConnectionClosedError and retries)."""
         self._lost[operation] = times
 

@@ -1,4 +1,4 @@
-"""The module repository backend and `exaprov outputs` (SPEC §3, §5), through the CLI."""
+"""The module repository backend and `exaprov outputs`, through the CLI."""
 
 from __future__ import annotations
 

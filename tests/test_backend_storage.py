@@ -1,4 +1,4 @@
-"""The backend-user and bucket steps against moto (SPEC §3, FAULTS F16, F17, F22, F23)."""
+"""The backend-user and bucket steps against moto."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_up_builds_user_key_secret_and_a_locked_down_bucket(
     secret_key = stored(sm)["secret_access_key"]
     assert len(secret_key) >= 20
 
-    # F23: the secret access key is in Secrets Manager and nowhere else.
+    # the secret access key is in Secrets Manager and nowhere else.
     state_text = stack.store.path.read_text()
     assert secret_key not in state_text
     assert stack.store.backup_path.exists() and secret_key not in stack.store.backup_path.read_text()
@@ -111,7 +111,7 @@ def test_up_builds_user_key_secret_and_a_locked_down_bucket(
     assert stack.outputs("bucket") == {"s3_bucket_id": name, "s3_bucket_arn": arn,
                                        "s3_bucket_region": REGION}
 
-    # F22: a converged run changes nothing.
+    # a converged run changes nothing.
     calls.clear()
     assert stack.up().changes == []
     assert calls.mutating() == []

@@ -1,4 +1,4 @@
-"""The EKS cluster and its node groups (SPEC §2) against moto + exaprov's emulator."""
+"""The EKS cluster and its node groups against moto + exaprov's emulator."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def test_removing_a_pool_is_a_planned_delete_of_only_that_pool(workdir: Path, aw
 
 
 def test_role_propagation_errors_are_retried(workdir: Path, aws: None) -> None:
-    """F5: EKS rejects a role created seconds ago until IAM has propagated it."""
+    """EKS rejects a role created seconds ago until IAM has propagated it."""
     refusals = [2]
 
     def not_yet(model: Any, **_: Any) -> None:

@@ -1,4 +1,4 @@
-"""Eventual consistency (FAULTS.md F5-F7): every "not yet" AWS answers is waited out within a
+"""Eventual consistency: every "not yet" AWS answers is waited out within a
 bound scaled by EXAPROV_TIME_SCALE; past the bound the error names the resource and what to
 do, and the state still matches AWS, so the next run finishes.
 
@@ -42,7 +42,7 @@ def resources() -> dict[str, dict[str, str]]:
 def test_new_ids_are_waited_for_across_the_full_stack(
         workdir: Path, aws: None, faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every call naming an ID made in this run meets NotFound twice (or does not list it),
-    and EKS cannot assume the new roles twice: `up` of SPEC's full example still finishes,
+    and EKS cannot assume the new roles twice: `up` of the full example config still finishes,
     with nothing created twice."""
     monkeypatch.setenv("EXAPROV_TIME_SCALE", CLEARING_SCALE)
     assert cli("init", "--example", "full", "--force").exit_code == 0
@@ -127,7 +127,7 @@ def test_a_route_table_never_listed_is_reported_and_the_next_up_finishes(
 
 def test_a_role_eks_never_can_assume_is_reported_and_the_next_up_finishes(
         tmp_path: Path, aws: None, faults: Faults) -> None:
-    """F5 past the window: the cluster step names the role and what to check; no cluster
+    """IAM propagation past the window: the cluster step names the role and what to check; no cluster
     exists and only its intent is recorded."""
     stack = Stack(tmp_path, CLUSTER_STEPS)
     faults.role_not_assumable(times=None)
@@ -150,7 +150,7 @@ LINGERING = ("DeleteSecurityGroup", "DeleteSubnet", "DeleteVpc", "DetachInternet
 
 def test_lingering_dependencies_are_waited_out_across_the_full_stack(
         workdir: Path, aws: None, faults: Faults, monkeypatch: pytest.MonkeyPatch) -> None:
-    """F7: every delete that ENIs can block answers DependencyViolation three times first."""
+    """Every delete that ENIs can block answers DependencyViolation three times first."""
     monkeypatch.setenv("EXAPROV_TIME_SCALE", CLEARING_SCALE)
     assert cli("init", "--example", "full", "--force").exit_code == 0
     assert cli("up", "--yes").exit_code == 0
@@ -168,7 +168,7 @@ def test_lingering_dependencies_are_waited_out_across_the_full_stack(
     ("DetachInternetGateway", "detach")])
 def test_a_dependency_that_never_clears_is_reported_and_the_next_destroy_finishes(
         tmp_path: Path, aws: None, faults: Faults, operation: str, what: str) -> None:
-    """F7 past the bound: destroy stops naming the operation and the blocked resource, with
+    """DependencyViolation past the bound: destroy stops naming the operation and the blocked resource, with
     what to do; what is left is exactly what the state records."""
     stack = Stack(tmp_path, EC2_STEPS)
     stack.up()

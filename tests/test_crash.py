@@ -1,8 +1,8 @@
-"""Crash anywhere (issue #6, part 2): for EVERY mutating call a full `up` makes, the process
+"""Crash anywhere: for EVERY mutating call a full `up` makes, the process
 dies right after AWS carried the call out and before exaprov saw the answer; then a fresh
 `up` builds exactly what an uninterrupted `up` builds, and `destroy` leaves nothing.
 
-The stack is the whole of SPEC: network, NAT, IAM, KMS, logs, security groups, cluster,
+The stack is the whole stack: network, NAT, IAM, KMS, logs, security groups, cluster,
 node groups, the module-repository backend (RDS, its security group, S3, IAM user and
 key, secret) and one peered client VPC (recorded in the state as `exaprov peer` records
 it, so the same `up` creates the peering too); see tests/crashing.py's CONFIG for why one
@@ -88,7 +88,7 @@ def test_the_matrix_covers_every_part_of_the_stack() -> None:
 
 def test_a_crash_after_any_call_of_up_is_finished_by_the_next_up(
         up_call: str, workdir: Path, aws: None) -> None:
-    """F1/F2, everywhere: the process dies (SIGKILL, OOM, a closed laptop) right after AWS
+    """Everywhere: the process dies (SIGKILL, OOM, a closed laptop) right after AWS
     carried out `up_call` and before exaprov read the answer; nothing after it runs and the
     state file is what was on disk at that instant. The next `up` must adopt what that call
     made (found by tag, deterministic name or idempotency token) rather than make it twice,

@@ -1,4 +1,4 @@
-"""The database steps against moto: the RDS instance and its security group (SPEC §3)."""
+"""The database steps against moto: the RDS instance and its security group."""
 
 from __future__ import annotations
 

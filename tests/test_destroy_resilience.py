@@ -1,4 +1,4 @@
-"""Destroy resilience (issue #6, part 6; FAULTS F19, F8, F21), on the whole stack of
+"""Destroy resilience, on the whole stack of
 tests/crashing.py (network, cluster, node groups, backend, one peering):
 
 - a crash after a mutating call of `destroy` → the next `destroy` finishes, and the
@@ -81,7 +81,7 @@ def test_the_destroy_matrix_covers_every_step() -> None:
 
 def test_a_crash_after_any_call_of_destroy_is_finished_by_the_next_destroy(
         destroy_call: str, workdir: Path, aws: None) -> None:
-    """F19: `destroy` is killed right after AWS carried out `destroy_call`; the state file
+    """`destroy` is killed right after AWS carried out `destroy_call`; the state file
     is what was on disk then (the resource may still be recorded although it is gone, or
     recorded as `deleting`). The next `destroy` counts "already gone" as done, finishes,
     and the account is as it was before `up`."""
@@ -120,7 +120,7 @@ def test_resources_deleted_by_hand_do_not_stop_destroy(workdir: Path, aws: None)
 
 
 def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aws: None) -> None:
-    """SPEC §6 / F8 on the whole stack: a LoadBalancer Service made a load balancer with its
+    """Kubernetes leftovers on the whole stack: a LoadBalancer Service made a load balancer with its
     own security group, and the VPC CNI left a detached network interface carrying the node
     security group; no tool recorded them, and each would block deleting the VPC on AWS."""
     before = prepare_account_and_state()
@@ -150,7 +150,7 @@ def test_kubernetes_leftovers_in_the_vpc_go_before_the_network(workdir: Path, aw
 
 def test_a_protected_database_stops_destroy_before_anything_is_deleted(
         workdir: Path, aws: None) -> None:
-    """F21: DeletionProtection was turned on out of band. `destroy` must say so, name the
+    """DeletionProtection was turned on out of band. `destroy` must say so, name the
     instance and the way on, and delete nothing at all (not the rest of the stack around a
     database that stays); `--disable-deletion-protection` then deletes everything."""
     before = prepare_account_and_state()

@@ -44,7 +44,7 @@ def client_error(code: str, operation: str) -> ClientError:
 def test_a_crash_at_any_create_is_finished_by_the_next_up(
         tmp_path: Path, ec2: Any, monkeypatch: pytest.MonkeyPatch, point: str,
         address: str) -> None:
-    """F1/F2: the process dies right after AWS made the resource (or right before the call);
+    """The process dies right after AWS made the resource (or right before the call);
     the next `up` adopts it by tag/name (or creates it once) and nothing is duplicated.
     Runs the network steps alone: the crash points are theirs."""
     target = f"{point}:{address}"
@@ -69,7 +69,7 @@ def test_a_crash_at_any_create_is_finished_by_the_next_up(
 
 
 def test_ids_not_yet_visible_after_create_are_retried(workdir: Path, ec2: Any, hooks: Any) -> None:
-    """F6: EC2 answers InvalidVpcID.NotFound for a moment after CreateVpc returns."""
+    """EC2 answers InvalidVpcID.NotFound for a moment after CreateVpc returns."""
     refusals = {"ModifyVpcAttribute": 2, "AttachInternetGateway": 2}
 
     def not_yet(model: Any, **_: Any) -> None:
@@ -91,7 +91,7 @@ def test_ids_not_yet_visible_after_create_are_retried(workdir: Path, ec2: Any, h
 
 def test_dependency_violation_while_enis_linger_is_waited_out(
         workdir: Path, ec2: Any, hooks: Any) -> None:
-    """F7: after a NAT gateway is deleted its ENI lingers; DeleteSubnet and DeleteVpc fail
+    """After a NAT gateway is deleted its ENI lingers; DeleteSubnet and DeleteVpc fail
     with DependencyViolation for a while, then succeed."""
     assert cli("up", "--yes").exit_code == 0
     refusals = {"DeleteSubnet": 3, "DeleteVpc": 3, "DetachInternetGateway": 2}
@@ -110,7 +110,7 @@ def test_dependency_violation_while_enis_linger_is_waited_out(
 
 def test_a_dependency_that_never_clears_is_reported_and_state_kept(
         workdir: Path, ec2: Any, hooks: Any) -> None:
-    """F7 past the deadline: destroy stops with the blocking error, the VPC stays recorded."""
+    """Past the deadline: destroy stops with the blocking error, the VPC stays recorded."""
     assert cli("up", "--yes").exit_code == 0
 
     def never(model: Any, **_: Any) -> None:
@@ -154,7 +154,7 @@ class CtrlCWhileNatWaits:
 
 def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
         workdir: Path, ec2: Any, hooks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """F25: a NAT gateway stays `pending` for minutes on AWS; Ctrl-C while exaprov waits
+    """A NAT gateway stays `pending` for minutes on AWS; Ctrl-C while exaprov waits
     records what was made and exits 130 with a message to run again."""
     monkeypatch.setenv("EXAPROV_TIME_SCALE", "0.05")  # a 30 s bound: the wait outlasts the signal
     nat = CtrlCWhileNatWaits(hooks, "pending")
@@ -171,7 +171,7 @@ def test_ctrl_c_during_a_wait_saves_state_and_exits_130(
 
 def test_ctrl_c_during_destroy_saves_state_and_exits_130(
         workdir: Path, ec2: Any, hooks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """F25 for `destroy`: a NAT gateway stays `deleting` for a minute on AWS; Ctrl-C while
+    """The same for `destroy`: a NAT gateway stays `deleting` for a minute on AWS; Ctrl-C while
     exaprov waits keeps it recorded as deleting, saves the state, exits 130 with one line
     saying to run `destroy` again; that run finishes."""
     write_config({"name": "example", "module_repo_backend": None, "cluster": {"runner_pools": [
@@ -200,7 +200,7 @@ def test_ctrl_c_during_destroy_saves_state_and_exits_130(
 
 def test_a_crash_right_after_a_kms_key_is_made_is_finished_without_a_second_key(
         workdir: Path, aws: None, faults: Faults) -> None:
-    """F1 outside the network, with the harness: the process dies right after CreateKey
+    """Outside the network, with the harness: the process dies right after CreateKey
     returned (AWS made a key; exaprov recorded only its intent); the next `up` adopts that key
     by its tag instead of making a second (KMS, like AWS, would happily make two)."""
     faults.crash_at("after:CreateKey")
@@ -218,7 +218,7 @@ def test_a_crash_right_after_a_kms_key_is_made_is_finished_without_a_second_key(
 
 def test_a_create_whose_answer_is_lost_is_not_made_twice(
         tmp_path: Path, ec2: Any, faults: Faults) -> None:
-    """F3: AWS made the VPC but the connection dropped before the answer. botocore would send
+    """A lost answer: AWS made the VPC but the connection dropped before the answer. botocore would send
     CreateVpc again (a transient error) and AWS, with no idempotency token for it, would make a
     second VPC. exaprov does not resend a create blindly: the step runs again and its lookup
     by tag adopts the VPC AWS made."""
@@ -235,7 +235,7 @@ def test_a_create_whose_answer_is_lost_is_not_made_twice(
                                        "CreateNatGateway", "CreateCluster"])
 def test_lost_answers_of_other_creates_are_not_made_twice(
         tmp_path: Path, aws: None, faults: Faults, operation: str) -> None:
-    """F3 for creates with no token (IGW, EIP, KMS key) and with one (NAT, EKS): one made."""
+    """A lost answer for creates with no token (IGW, EIP, KMS key) and with one (NAT, EKS): one made."""
     from exaprov.steps import STEPS
 
     wanted = {"network", "nat", "kms", "iam", "logs", "security-groups", "cluster"}

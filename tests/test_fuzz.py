@@ -1,4 +1,4 @@
-"""Bad input, fuzzed (issue #6 part 9): configs and command-line flags drawn by hypothesis.
+"""Bad input, fuzzed: configs and command-line flags drawn by hypothesis.
 
 Whatever the input: never a traceback. Either exit 2 with a message naming the key or flag
 at fault, having made no AWS call, or a valid plan (read-only calls only).
@@ -66,7 +66,7 @@ def at(node: Any, path: tuple[Any, ...]) -> Any:
 
 @st.composite
 def configs(draw: st.DrawFn) -> dict[str, Any]:
-    """SPEC's full example with one to three edits: a value replaced, a key removed, or an
+    """the full example config with one to three edits: a value replaced, a key removed, or an
     unknown key added, anywhere in the tree."""
     data = copy.deepcopy(BASE)
     for _ in range(draw(st.integers(1, 3))):

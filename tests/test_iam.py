@@ -1,4 +1,4 @@
-"""The `iam` step against moto: the two roles of SPEC §2, idempotence, drift, adoption, destroy."""
+"""The `iam` step against moto: the two roles it owns, idempotence, drift, adoption, destroy."""
 
 from __future__ import annotations
 

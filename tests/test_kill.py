@@ -1,4 +1,4 @@
-"""SIGKILL of the installed `exaprov up` in mid-run (issue #6, part 2, "one real test").
+"""SIGKILL of the installed `exaprov up` in mid-run.
 
 Not a simulation: the installed command runs as a subprocess against the sandbox (exaprov's
 emulator in its own process, keeping the cluster CREATING for a while as EKS does for

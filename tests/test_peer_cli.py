@@ -1,4 +1,4 @@
-"""`exaprov peer` / `unpeer` as a user runs them (SPEC §4), against moto."""
+"""`exaprov peer` / `unpeer` as a user runs them, against moto."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The peering step against moto (SPEC §4): peer, converge, check, unpeer, repair, destroy."""
+"""The peering step against moto: peer, converge, check, unpeer, repair, destroy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`exaprov state recover`: the state rebuilt from tags (FAULTS F11-F13, issue #6 part 7)."""
+"""`exaprov state recover`: the state rebuilt from tags."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def secret_values(state: dict[str, Any]) -> list[str]:
 
 @pytest.fixture
 def full_stack(workdir: Path, ec2: Any) -> dict[str, Any]:
-    """SPEC's example config (backend on, two runner pools) up, with one client VPC peered."""
+    """the example config (backend on, two runner pools) up, with one client VPC peered."""
     assert cli("init", "--example", "full", "--force").exit_code == 0
     assert cli("up", "--yes").exit_code == 0
     vpc, _ = client_vpc(ec2, "10.0.0.0/16")
@@ -192,7 +192,7 @@ def test_a_damaged_s3_state_is_kept_aside_in_the_bucket(workdir: Path, ec2: Any)
 
 def test_after_a_failed_state_write_recover_catches_the_state_up(
         workdir: Path, ec2: Any, calls: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """FAULTS F13: the disk fills mid-`up` (ENOSPC on the state's replace): exaprov stops with
+    """the disk fills mid-`up` (ENOSPC on the state's replace): exaprov stops with
     the newest state in the errored file; the state on disk lags behind AWS. Recovery brings
     it level, and the next `up` creates only what was never made: no duplicate."""
     import errno
@@ -232,7 +232,7 @@ def test_after_a_failed_state_write_recover_catches_the_state_up(
     calls.clear()
     assert cli("up", "--yes").exit_code == 0
     assert len(tagged(ec2, "describe_vpcs", "Vpcs")) == 1
-    assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9  # SPEC §1: nine subnets, once each
+    assert len(tagged(ec2, "describe_subnets", "Subnets")) == 9  # nine subnets, once each
 
 
 def test_a_peer_limited_to_some_route_tables_is_recovered_as_such(

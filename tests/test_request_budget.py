@@ -1,4 +1,4 @@
-"""The API request budget of a converged run (issue #7): the whole stack of SPEC's full example
+"""The API request budget of a converged run: the whole stack of the full example config
 (two runner pools, the database and bucket backend) with one peered client VPC.
 
 A converged `up`, `status` or `plan` reads each kind of resource once (one describe by tag or

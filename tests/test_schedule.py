@@ -21,7 +21,7 @@ from exaprov.steps import STEPS
 from tests.conftest import REGION, cli
 
 ACCOUNT = "123456789012"
-GROUPS = 6  # SPEC's example: four system node groups and two runner pools
+GROUPS = 6  # the example config: four system node groups and two runner pools
 
 
 class Clock:

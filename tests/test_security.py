@@ -1,5 +1,5 @@
-"""Security promises as tests (issue #6 part 8, FAULTS F23, F24, F26): one full-stack `up`
-(SPEC's example config, under umask 000) shared by the module, then each promise checked
+"""Security promises as tests: one full-stack `up`
+(the example config, under umask 000) shared by the module, then each promise checked
 against what AWS (moto) holds and what exaprov wrote to disk or printed."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for name, data in _managed_policy_data().items()])
         mp.chdir(folder)
         assert cli("init", "--example", "full").exit_code == 0
-        old_umask = os.umask(0)  # F24: the files stay private whatever the umask
+        old_umask = os.umask(0)  # the files stay private whatever the umask
         try:
             result = cli("up", "--yes")
             assert result.exit_code == 0, result.output
@@ -73,7 +73,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(folder)
 
 
-# -- the state on disk (F23, F24) -----------------------------------------------------------
+# -- the state on disk (no secret, private modes) -----------------------------------------------------------
 
 
 def test_state_files_are_0600_and_their_folder_0700_under_umask_000(stack: Stack) -> None:
@@ -117,11 +117,11 @@ def test_debug_output_never_prints_a_secret(stack: Stack) -> None:
             assert value not in run.output, what
 
 
-# -- the bucket (SPEC §3) ------------------------------------------------------------------
+# -- the bucket ------------------------------------------------------------------
 
 
 def test_bucket_is_private_owner_enforced_encrypted_and_tls_only(stack: Stack) -> None:
-    """SPEC §3 asks for no versioning, so none is checked."""
+    """The bucket has no versioning (a cache of modules), so none is checked."""
     s3 = stack.client("s3")
     bucket = stack.outputs["bucket"]["s3_bucket_id"]
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
@@ -166,7 +166,7 @@ def test_every_launch_template_version_requires_imdsv2_with_hop_limit_1(stack: S
     cluster = stack.outputs["cluster"]["cluster_name"]
     groups = [eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]
               for name in eks.list_nodegroups(clusterName=cluster)["nodegroups"]]
-    assert len(groups) == 6  # SPEC's example: four system groups and two runner pools
+    assert len(groups) == 6  # the example config: four system groups and two runner pools
     assert {g["launchTemplate"]["id"] for g in groups} == {t["LaunchTemplateId"] for t in templates}
     for template in templates:
         versions = ec2.describe_launch_template_versions(

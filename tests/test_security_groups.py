@@ -1,4 +1,4 @@
-"""The security-groups step against moto: groups and rules of SPEC §2, drift, adoption, destroy."""
+"""The security-groups step against moto: groups and rules it owns, drift, adoption, destroy."""
 
 from __future__ import annotations
 

@@ -346,7 +346,7 @@ def test_missing_parent_folders_are_created_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
 
 
-# -- a dead holder, reported (F10) -------------------------------------------------------
+# -- a dead holder, reported  -------------------------------------------------------
 
 
 def _dead_pid() -> int:

@@ -1,4 +1,4 @@
-"""Throttling and 5xx (FAULTS.md F4): botocore's standard retry mode rides them out with
+"""Throttling and 5xx: botocore's standard retry mode rides them out with
 bounded backoff scaled by EXAPROV_TIME_SCALE, and `-v` shows each retry on one line.
 
 Real AWS behaviour stood for: every API throttles a caller that goes too fast (EC2
@@ -33,7 +33,7 @@ SMALL = {"name": "example", "module_repo_backend": None,
 def test_full_stack_up_and_destroy_through_a_quarter_of_calls_refused(
         workdir: Path, aws: None, faults: Faults) -> None:
     """25% of exaprov's attempts, seeded, get throttling, a 500/503 or a dropped connection:
-    `up` and `destroy` of SPEC's full example both succeed and leave AWS exactly as the state
+    `up` and `destroy` of the full example config both succeed and leave AWS exactly as the state
     says (everything after `up`, nothing after `destroy`)."""
     assert cli("init", "--example", "full", "--force").exit_code == 0
     faults.refuse_share(0.25, seed=6)

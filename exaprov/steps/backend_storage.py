@@ -1,4 +1,4 @@
-"""The module repository's object storage (SPEC §3), as two steps.
+"""The module repository's object storage, as two steps.
 
 `backend-user` owns the IAM user `<exadeploy_id>-user` (path `/exafunction/`), its
 ONE access key, and the Secrets Manager secret `exaprov/<name>/s3-user-secret-access-key`
@@ -7,7 +7,7 @@ key exists only in the CreateAccessKey response, so it is written to the secret 
 very next call and nowhere else: not to state, not to a log, not to an error message.
 The state keeps the secret's ARN and the access key ID only.
 
-Crash safety (FAULTS F17): every run lists the user's keys and keeps only the one whose
+Crash safety: every run lists the user's keys and keeps only the one whose
 ID the secret holds; every other key (left by a crash between CreateAccessKey and
 PutSecretValue, or made by hand) is deleted BEFORE a new key is made, so the user never
 reaches AWS's limit of two keys. No stored key (no secret, secret emptied or deleted, its

@@ -1,4 +1,4 @@
-"""The EKS cluster (SPEC §2): control plane, its primary security group rule, OIDC provider.
+"""The EKS cluster: control plane, its primary security group rule, OIDC provider.
 
 Owns: the cluster (private + public endpoint, secrets encrypted with the `kms`
 step's key, api/audit/authenticator logs into the `logs` step's group), the

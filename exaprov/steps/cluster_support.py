@@ -1,4 +1,4 @@
-"""What the EKS cluster needs before it is created (SPEC §2), as two steps.
+"""What the EKS cluster needs before it is created, as two steps.
 
 `kms` owns the symmetric KMS key that encrypts Kubernetes secrets and its alias
 `alias/eks/<cluster>`, with yearly automatic rotation on. Its key policy, as the eks

@@ -1,4 +1,4 @@
-"""The module repository's PostgreSQL database (SPEC §3), as three steps.
+"""The module repository's PostgreSQL database, as three steps.
 
 `database-sg` owns the security group `<exadeploy_id>-rds` in the deployment's VPC:
 PostgreSQL (TCP db_port) from the node and additional cluster security groups, no
@@ -524,7 +524,7 @@ def destroy_database(ctx: StepContext) -> None:
 
 
 def protected_databases(cfg: Any, state: Any, aws: Any) -> list[str]:
-    """The deployment's RDS instances that have DeletionProtection on (F21).
+    """The deployment's RDS instances that have DeletionProtection on.
 
     `destroy` asks this before anything is deleted: refusing then, rather than when the
     database step reaches the instance, leaves the rest of the deployment whole instead of

@@ -1,4 +1,4 @@
-"""The cluster's IAM roles (SPEC §2, "IAM"), as the step `iam`.
+"""The cluster's IAM roles, as the step `iam`.
 
 Owns two roles with deterministic names: `<cluster>-cluster`, which EKS assumes
 (trust `eks.amazonaws.com`, AmazonEKSClusterPolicy, AmazonEKSVPCResourceController and an

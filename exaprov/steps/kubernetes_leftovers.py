@@ -1,4 +1,4 @@
-"""What Kubernetes made in the VPC and no tool recorded (SPEC §6).
+"""What Kubernetes made in the VPC and no tool recorded.
 
 A LoadBalancer Service (ExaDeploy's Grafana is one) makes a load balancer and
 security groups tagged for the cluster; they block deleting the VPC. The

@@ -1,4 +1,4 @@
-"""The network (SPEC §1), as two steps.
+"""The network, as two steps.
 
 `network` owns the VPC (DNS support and hostnames on), nine /prefix+4 subnets
 (1–3 private, 4–6 public, 7–9 database, spread over the region's zones), the

@@ -1,4 +1,4 @@
-"""EKS managed node groups (SPEC §2): launch templates, node groups, autoscaling-group tags.
+"""EKS managed node groups: launch templates, node groups, autoscaling-group tags.
 
 Owns: one launch template per node group (root volume /dev/xvda of the group's
 disk size, deleted on termination, encrypted; IMDSv2 required; the node SG;

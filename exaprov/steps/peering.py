@@ -1,4 +1,4 @@
-"""VPC peering with client VPCs (SPEC §4), as one step.
+"""VPC peering with client VPCs, as one step.
 
 The wanted peers are not in the config: `exaprov peer` stores them in the state
 document, `state.data["peers"]` = `{vpc_id: {"route_table_ids": [...] | None,

@@ -1,4 +1,4 @@
-"""The cluster's two security groups and their rules (SPEC §2), as one step.
+"""The cluster's two security groups and their rules, as one step.
 
 Owns the additional cluster security group `<cluster>-cluster` and the shared
 node security group `<cluster>-node` (tagged `kubernetes.io/cluster/<cluster>=owned`),
@@ -13,7 +13,7 @@ VPC-wide rule, added with `exclusive=False`).
 
 Reads: `network.vpc_id`. Records: cluster-sg, node-sg.
 Destroy order: revoke the rules that reference the other group → delete detached
-ENIs in the VPC that use either group (VPC CNI leftovers, SPEC §6) → delete both
+ENIs in the VPC that use either group (VPC CNI leftovers) → delete both
 groups, retrying DependencyViolation while ENIs of deleted nodes or load
 balancers linger.
 """
