@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 DRIVER = textwrap.dedent('''
     import os, sys
@@ -79,3 +80,31 @@ def test_a_pool_removal_asks_y_n_on_a_terminal_and_nothing_draws_over_it(tmp_pat
     result = text[text.index("@@RESULT@@"):].split()
     assert result[1] != "0"  # refused
     assert "runner-gpu" in result[2:]  # and not deleted
+
+
+def test_a_node_group_replacement_asks_like_a_removal(workdir: Path, aws: None, calls: Any) -> None:
+    import boto3
+
+    from tests.conftest import REGION, cli, write_config
+
+    pool = {"suffix": "cpu", "node_instance_type": "m5.xlarge", "min_size": 0, "max_size": 1}
+    write_config({"name": "example", "module_repo_backend": None,
+                  "cluster": {"runner_pools": [pool]}})
+    assert cli("up", "--yes").exit_code == 0
+    write_config({"name": "example", "module_repo_backend": None,
+                  "cluster": {"runner_pools": [{**pool, "node_instance_type": "m5.2xlarge"}]}})
+    eks = boto3.client("eks", region_name=REGION)
+    before = sorted(eks.list_nodegroups(clusterName="exafunction-cluster-example")["nodegroups"])
+    calls.clear()
+    refused = cli("up")  # no terminal to ask on, no --yes
+    assert refused.exit_code == 2, refused.output
+    assert "Replace node group runner-cpu (m5.xlarge/" in refused.output and "--yes" in refused.output
+    assert calls.mutating() == []
+    assert sorted(eks.list_nodegroups(clusterName="exafunction-cluster-example")["nodegroups"]) \
+        == before
+    assert cli("up", "--yes").exit_code == 0
+    groups = eks.list_nodegroups(clusterName="exafunction-cluster-example")["nodegroups"]
+    replaced = [g for g in groups if g.startswith("runner-cpu")]
+    assert len(replaced) == 1 and replaced != ["runner-cpu"]
+    assert eks.describe_nodegroup(clusterName="exafunction-cluster-example", nodegroupName=replaced[0])[
+        "nodegroup"]["instanceTypes"] == ["m5.2xlarge"]

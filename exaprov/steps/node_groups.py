@@ -354,7 +354,14 @@ def ensure_group(ctx: StepContext, spec: GroupSpec, group: dict[str, Any] | None
     ctx.found(logical, "eks:nodegroup", name, live=group["status"])
     immutable = (group.get("instanceTypes") or [None])[0], group.get("capacityType"), group.get("amiType")
     if immutable != (spec.instance_type, spec.capacity_type, ami):
-        # EKS cannot change these in place. New group first, so capacity never drops to zero.
+        # EKS cannot change these in place. New group first, so capacity never drops to zero;
+        # the old group's nodes are then drained and deleted: asked like a removal.
+        was, now = "/".join(map(str, immutable)), f"{spec.instance_type}/{spec.capacity_type}/{ami}"
+        if not ctx.ask(f"Replace node group {name} ({was} → {now}): a new group first, then the "
+                       f"old one's nodes are drained and deleted?"):
+            raise InputError(f"node-groups: node group {name} needs replacing ({was} → {now}); "
+                             "not replaced",
+                             hint="run `exaprov up --yes` to replace it, or put the old values back")
         new_name = f"{spec.name[:56]}-{spec.immutable(ami)}"
         if new_name == name:
             new_name = spec.name
