@@ -544,8 +544,14 @@ def destroy(yes: bool, disable_deletion_protection: bool, skip_final_snapshot: b
     deployment = _deployment(kw)
     lifting = " (turning off the deletion protection of its cluster and database)" \
         if disable_deletion_protection else ""
-    if not yes and not _confirm(f"Delete every resource of deployment "
-                                f"{deployment.cfg.name!r} in {deployment.cfg.region}{lifting}?"):
+    question = (f"Delete every resource of deployment {deployment.cfg.name!r} in "
+                f"{deployment.cfg.region}{lifting}?")
+    if not yes and sys.stdin.isatty():
+        at_stake = deployment.data_at_stake(skip_final_snapshot)
+        if at_stake:
+            question = "\n".join(["What holds data:", *(f"  - {line}" for line in at_stake),
+                                   question])
+    if not yes and not _confirm(question):
         click.echo("Nothing deleted.", err=True)
         sys.exit(EXIT_INPUT)
     with render.ProgressReporter() as reporter:

@@ -289,6 +289,57 @@ class Deployment:
                 writer.set_field("peers", {})  # unpeered with the rest; a new `up` starts without them
             return result
 
+    def data_at_stake(self, skip_final_snapshot: bool) -> list[str]:
+        """For `destroy`'s question: what holds data, read from the resources the state
+        records (read-only calls), and what AWS keeps waiting. Empty without a state."""
+        from exaprov.errors import is_not_found
+        from exaprov.steps.database import final_snapshot_name
+
+        state = self.read_state()
+        if state is None:
+            return []
+        lines: list[str] = []
+        records = state.resources
+        database = (records.get("database.instance") or {}).get("id")
+        if database:
+            try:
+                db = self.aws.rds.describe_db_instances(DBInstanceIdentifier=database)[
+                    "DBInstances"][0]
+                size = f"{db['AllocatedStorage']} GiB"
+            except Exception as exc:  # a preview: a database already gone is said so
+                if not is_not_found(exc):
+                    raise
+                size = "already gone"
+            then = ("its data is lost (--skip-final-snapshot)" if skip_final_snapshot else
+                    f"a final snapshot {final_snapshot_name(database)} is taken first and kept")
+            lines.append(f"RDS database {database} ({size}): {then}")
+        bucket = (records.get("bucket.bucket") or {}).get("id")
+        if bucket:
+            count, more = self._objects_in(bucket)
+            lines.append(f"S3 bucket {bucket}: {count}{'+' if more else ''} object(s), deleted "
+                         "with it")
+        if records.get("kms.key"):
+            lines.append("the KMS key of the cluster's secrets: scheduled for deletion in 7 days "
+                         "(AWS's minimum), cancellable until then")
+        return lines
+
+    def _objects_in(self, bucket: str, limit: int = 10_000) -> tuple[int, bool]:
+        """How many objects (and versions) the bucket holds, counted up to `limit`."""
+        from exaprov.errors import is_not_found
+
+        count = 0
+        try:
+            pages = self.aws.client("s3").get_paginator("list_object_versions").paginate(
+                Bucket=bucket)
+            for page in pages:
+                count += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+                if count >= limit:
+                    return count, True
+        except Exception as exc:  # a bucket already gone holds nothing
+            if not is_not_found(exc):
+                raise
+        return count, False
+
     def _check_deletion_protection(self, state: State, disable: bool) -> None:
         """Before any delete: a protected EKS cluster or RDS instance stops the whole destroy
         (nothing deleted, exit 2), or, with the user's explicit --disable-deletion-protection,
