@@ -4,7 +4,7 @@
     python docs/capture_live_view.py --scale 0.01 --out /tmp/live-view.md
 
 It runs `exaprov init` and `exaprov up --sandbox --yes` in a fresh folder, in a terminal of
-its own (a tmux session on a private socket, 100x32), against a sandbox emulator of its own
+its own (a tmux session on a private socket, 140x32), against a sandbox emulator of its own
 (EXAPROV_SANDBOX_HOME in that folder, so the user's emulator is left alone) that follows AWS's
 durations (`--latency-model aws`) at the given time scale; exaprov's polls use the same scale.
 It reads the screen until two moments have come, each bounded in time:
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTH, HEIGHT = 100, 32
+WIDTH, HEIGHT = 140, 32  # wide enough that no line of exaprov wraps
 POLL = 0.1  # seconds between two looks at the screen
 DONE = "@@exaprov-up-ended@@"
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from exaprov.errors import AwsError, InputError, is_not_found
+from exaprov.errors import InputError, from_botocore, is_not_found
 
 TAG_DEPLOYMENT = "exaprov:deployment"  # the same key as engine.TAG_DEPLOYMENT
 
@@ -107,8 +107,7 @@ def preflight(cfg: Any, state: Any, aws: Any) -> None:
         try:
             found = check(cfg, state, aws)
         except ClientError as exc:
-            raise AwsError("pre-flight", exc.operation_name, _code(exc) or "Error",
-                           exc.response.get("Error", {}).get("Message", str(exc))) from exc
+            raise from_botocore("pre-flight", exc) from exc
         if found is not None:
             clashes.append(found)
     if len(clashes) == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from functools import cache
@@ -161,6 +162,13 @@ def _moto_like_aws() -> Iterator[None]:
     with shared_botocore_loader(), one_request_at_a_time():
         yield
 
+
+# A suite started in the background (`cmd &`, some CI runners) inherits SIGINT ignored: Python
+# then installs no KeyboardInterrupt handler, and neither do the exaprov processes the tests
+# start, so the Ctrl-C tests would see a signal that does nothing. A terminal's Ctrl-C is what
+# they test: restore it (the children then get the default, and Python's handler).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 # moto builds ~1,300 default AMIs (us-west-1) for every EC2 backend it makes, anew at

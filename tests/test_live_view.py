@@ -4,6 +4,7 @@ and at the end what changed, how long it took and what to run next."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -61,6 +62,7 @@ def _events(stderr: str) -> tuple[list[str], list[str]]:
 
 def test_the_log_has_a_timestamped_line_per_event_and_a_line_per_node_group(
         aws: None, workdir: Path) -> None:
+    planned = json.loads(cli("plan", "-o", "json").stdout)["summary"]["create"]
     result = cli("up", "--yes")  # CliRunner: stderr is not a terminal
     assert result.exit_code == 0, result.output
     events, summary = _events(result.stderr)
@@ -73,9 +75,9 @@ def test_the_log_has_a_timestamped_line_per_event_and_a_line_per_node_group(
     for name in groups:  # each waited-on node group has its own line, not one for the step
         assert sum(f"node-groups: node group {name}: ACTIVE after " in line for line in events) == 1
     assert any(f"EKS cluster {cluster}: ACTIVE after " in line for line in events)
-    assert any(re.search(r"✓ node-groups done \(\d+\.\ds, \d+/15 steps, \d+s in all\)$", line)
+    assert any(re.search(r"✓ node-groups done \(\d+\.\ds, \d+/\d+ steps, \d+s in all\)$", line)
                for line in events)
-    assert summary[0] == "up: 43 created."  # what plan said it would do
+    assert summary[0] == f"up: {planned} created."  # what plan said it would do
     assert re.fullmatch(r"Took \d+s\.", summary[1]), summary
     assert summary[2:] == ["Next:",
                            "  exaprov outputs     # what the ExaDeploy deployment needs",

@@ -21,11 +21,11 @@ LINES = [
     ("started", r"started the sandbox emulator at http://127\.0\.0\.1:\d+ \(pid \d+\); "
                 r"`exaprov sandbox stop` stops it"),
     ("done", r"✓ [a-z-]+ done \(\d+\.\ds\)"),
-    ("header", r"exaprov up · \d+ of 15 steps done · \w+ elapsed"),
+    ("header", r"exaprov up · \d+ of \d+ steps done · \w+ elapsed"),
     ("step", r"\S [a-z-]+ +\S.*\S +\d+(?:m\d\d)?s"),
     ("wait", r"  ↳ (EKS cluster|node group|RDS instance|NAT gateway) [\w.-]+: [\w-]+, \w+ "
              r"(?:of ~\w+|\(usually ~\w+\))"),
-    ("summary", r"up: 43 created\."),
+    ("summary", r"up: \d+ created\."),
     ("took", r"Took \w+\."),
     ("next", r"Next:"),
     ("hint", r"  exaprov (outputs|kubeconfig) --sandbox +# [a-z A-Z]+"),
@@ -65,7 +65,9 @@ def check_shape(cluster: list[str], node_groups: list[str], end: list[str]) -> N
         assert live.count("header") == 1 and "done" not in live and live[1] == "step"
     assert {"wait EKS cluster", "wait RDS instance"} <= set(cluster)
     assert node_groups.count("wait node group") >= 2
-    assert end == ["started", *["done"] * 15, "summary", "took", "next", "hint", "hint"]
+    steps = end.count("done")  # one line per step, each once
+    assert steps > 10 and end == ["started", *["done"] * steps, "summary", "took", "next", "hint",
+                                  "hint"]
 
 
 def test_the_documented_screens_have_the_shape_of_todays(tmp_path: Path) -> None:
