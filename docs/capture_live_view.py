@@ -85,8 +85,11 @@ def capture(scale: float = 0.05, bound: float = 300.0,
 
         def screen_when(moment: Callable[[str], bool], what: str) -> str:
             while True:
-                screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", "up"], env=env,
-                                        capture_output=True, text=True, check=True).stdout
+                # -J: a line the terminal wrapped (the pane can come out narrower than asked
+                # when the tmux server is busy) is read back as the one line exaprov printed.
+                joined = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-t", "up"],
+                                        env=env, capture_output=True, text=True, check=True).stdout
+                screen = "\n".join(line.rstrip() for line in joined.splitlines()) + "\n"
                 if moment(screen):
                     return screen
                 if DONE in screen and moment is not ended:
