@@ -35,7 +35,14 @@ LINES = [
 def kinds(screen: str) -> list[str]:
     """Each line of a screen as its kind (`wait node group`, `done`, ...); `?` if none fits."""
     found = []
-    for line in screen.splitlines():
+    lines = screen.splitlines()
+    # The sandbox's start line is printed before the live view knows the terminal's width and
+    # comes out folded at 80 columns in some environments (seen with CI=true): one line.
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("started the sandbox emulator") and not line.endswith("stops it"):
+            lines[i:i + 2] = [f"{line} {lines[i + 1]}"]
+            break
+    for line in lines:
         for kind, pattern in LINES:
             match = re.fullmatch(pattern, line)
             if match:
